@@ -1,0 +1,61 @@
+"""Credentials encrypted at rest with MultiFernet keys from BROKER_CREDENTIALS_KEYS.
+
+The first key encrypts; every key decrypts, so keys rotate by prepending a new one and running
+`manage.py rotate_credentials`. A value no key can decrypt raises instead of being returned as
+if it were the secret.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured("BROKER_CREDENTIALS_KEYS is empty.")
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def fernet() -> MultiFernet:
+    return _fernet(tuple(settings.BROKER_CREDENTIALS_KEYS))
+
+
+class CredentialsUndecryptable(Exception):
+    """No configured key decrypts the stored value (a key was removed too early)."""
+
+
+def encrypt_json(value: dict) -> str:
+    return fernet().encrypt(json.dumps(value, sort_keys=True).encode()).decode()
+
+
+def decrypt_json(token: str) -> dict:
+    try:
+        return json.loads(fernet().decrypt(token.encode()))
+    except InvalidToken as exc:
+        raise CredentialsUndecryptable("no key in BROKER_CREDENTIALS_KEYS decrypts these credentials") from exc
+
+
+class EncryptedJSONField(models.TextField):
+    """A dict stored as one Fernet token; never readable in the database."""
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return value
+        return decrypt_json(value)
+
+    def to_python(self, value):
+        if value is None or isinstance(value, dict):
+            return value
+        return decrypt_json(value)
+
+    def get_prep_value(self, value):
+        if value is None:
+            return None
+        return encrypt_json(value)

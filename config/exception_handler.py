@@ -1,0 +1,86 @@
+"""The one DRF EXCEPTION_HANDLER: every API failure becomes {"code", "detail"[, "errors"]}."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, InterfaceError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from config.exceptions import DomainError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
+    exceptions.AuthenticationFailed: "NOT_AUTHENTICATED",
+    exceptions.PermissionDenied: "PERMISSION_DENIED",
+    exceptions.NotFound: "NOT_FOUND",
+    exceptions.MethodNotAllowed: "METHOD_NOT_ALLOWED",
+    exceptions.NotAcceptable: "NOT_ACCEPTABLE",
+    exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
+    exceptions.ParseError: "VALIDATION_ERROR",
+    exceptions.Throttled: "RATE_LIMIT_EXCEEDED",
+}
+
+
+def error_body(code: str, detail: str, errors: dict | None = None) -> dict:
+    body = {"code": code, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def _flatten(detail) -> dict:
+    """DRF's nested ValidationError detail as {field: [messages]}."""
+    if isinstance(detail, dict):
+        out = {}
+        for key, value in detail.items():
+            if isinstance(value, dict):
+                for sub, msgs in _flatten(value).items():
+                    out[f"{key}.{sub}" if sub != "non_field_errors" else key] = msgs
+            else:
+                out[key] = [str(m) for m in (value if isinstance(value, list) else [value])]
+        return out
+    return {"non_field_errors": [str(m) for m in (detail if isinstance(detail, list) else [detail])]}
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        set_rollback()
+        return Response(error_body(exc.code, exc.detail, exc.errors), status=exc.status_code, headers=exc.headers)
+
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        first = next(iter(errors.items()), ("request", ["invalid"]))
+        detail = f"{first[0]}: {first[1][0]}" if first[0] != "non_field_errors" else first[1][0]
+        return Response(error_body("VALIDATION_ERROR", detail, errors), status=status.HTTP_400_BAD_REQUEST)
+
+    if isinstance(exc, (DatabaseError, InterfaceError)):
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        err = ServiceUnavailable("The database is unavailable; nothing was changed. Retry shortly.")
+        return Response(error_body(err.code, err.detail), status=err.status_code)
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, exceptions.APIException):
+        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+            detail = str(detail) or "Authentication credentials were not provided."
+            return Response(error_body(code, detail), status=status.HTTP_401_UNAUTHORIZED, headers=headers)
+        return Response(error_body(code, str(detail)), status=exc.status_code, headers=headers)
+
+    return None  # a bug: the middleware logs it and answers 500 INTERNAL_ERROR

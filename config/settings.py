@@ -1,0 +1,248 @@
+"""The only module that reads the environment (SPEC.md "Configuration").
+
+Every knob has a safe local default so that a fresh checkout runs with no keys and no network;
+with DEBUG=0 the process refuses to start on a development secret or credentials key.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _decimal(name: str, default: str) -> Decimal:
+    return Decimal(_env(name, default))
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
+
+
+DEBUG = _bool("DEBUG", True)
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
+# A valid Fernet key that is public on purpose: only ever used with DEBUG=1.
+DEV_CREDENTIALS_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1ub3QtZm9yLXByb2Q="
+
+SECRET_KEY = _env("SECRET_KEY", DEV_SECRET_KEY)
+BROKER_CREDENTIALS_KEYS = [k.strip() for k in _env("BROKER_CREDENTIALS_KEYS", DEV_CREDENTIALS_KEY).split(",")
+                           if k.strip()]
+
+if not DEBUG:
+    if SECRET_KEY == DEV_SECRET_KEY:
+        raise ImproperlyConfigured("DEBUG=0 needs SECRET_KEY set to a real secret, not the development default.")
+    if DEV_CREDENTIALS_KEY in BROKER_CREDENTIALS_KEYS:
+        raise ImproperlyConfigured("DEBUG=0 needs BROKER_CREDENTIALS_KEYS set to real Fernet keys, "
+                                   "not the development default.")
+
+if _env("ALLOWED_HOSTS"):
+    ALLOWED_HOSTS = [h.strip() for h in _env("ALLOWED_HOSTS").split(",") if h.strip()]
+elif DEBUG:
+    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
+else:
+    ALLOWED_HOSTS = []
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "waffle",
+    "pgtrigger",
+    "audit",
+    "brokers",
+    "risk",
+    "equity",
+]
+
+MIDDLEWARE = [
+    "config.middleware.ApiErrorsAsJsonMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "waffle.middleware.WaffleMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR.mkdir(exist_ok=True)
+DATABASES = {
+    "default": dj_database_url.parse(
+        _env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads of runserver write at once (idempotency rows, audit rows): wait for the
+    # write lock instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DATABASES["default"]["ATOMIC_REQUESTS"] = False  # see STYLE.md rule 4: refusals keep their audit rows
+
+REDIS_URL = _env("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "equity"}}
+
+# django-ratelimit refuses a per-process cache (E003) because counters would not be shared. The
+# embedded default is one runserver process, where a per-process counter is exact; production
+# sets REDIS_URL and gets django_redis, which the check accepts.
+SILENCED_SYSTEM_CHECKS = [] if REDIS_URL else ["django_ratelimit.E003", "django_ratelimit.W001"]
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = False
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+ADMINS = [("Operators", a.strip()) for a in (_env("ADMINS", "") or "").split(",") if a.strip()]
+EMAIL_BACKEND = _env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+SERVER_EMAIL = _env("SERVER_EMAIL", "equity-orders@localhost")
+
+if not DEBUG:
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", True)
+    SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+    SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.exception_handler.api_exception_handler",
+    "COERCE_DECIMAL_TO_STRING": False,
+    "UNAUTHENTICATED_USER": None,
+}
+
+JWT_ACCESS_MINUTES = _int("JWT_ACCESS_MINUTES", 15)
+JWT_REFRESH_MINUTES = _int("JWT_REFRESH_MINUTES", 1440)
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=JWT_ACCESS_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(minutes=JWT_REFRESH_MINUTES),
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": SECRET_KEY,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Equity Orders API",
+    "DESCRIPTION": "Route orders to your own paper or live broker account, behind five gates.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": False,
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# Brokers
+ALPACA_PAPER_URL = _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets")
+ALPACA_LIVE_URL = _env("ALPACA_LIVE_URL", "https://api.alpaca.markets")
+ALPACA_DATA_URL = _env("ALPACA_DATA_URL", "https://data.alpaca.markets")
+KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
+KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
+UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
+BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
+
+# Gates
+RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")
+RATE_LIMIT_LIVE_DAILY = _int("RATE_LIMIT_LIVE_DAILY", 200)
+
+# RiskManager v2 defaults (fractions, not percents)
+RISK_MAX_TRADE_RISK_PCT = _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02")
+RISK_UNPROTECTED_LOSS_PCT = _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10")
+RISK_DAILY_LOSS_LIMIT_PCT = _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05")
+
+# Simulator
+SIM_STARTING_CASH_USD = _decimal("SIM_STARTING_CASH_USD", "100000")
+SIM_STARTING_CASH_KRW = _decimal("SIM_STARTING_CASH_KRW", "100000000")
+
+EQUITY_ALERT_WEBHOOK_URL = _env("EQUITY_ALERT_WEBHOOK_URL")
+EQUITY_ALERT_TIMEOUT_SECONDS = float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}
+# The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %).
+RISK_MIN_TRADE_RISK_PCT = Decimal("0.01")
+RISK_MAX_TRADE_RISK_CAP = Decimal("0.02")

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+from brokers.models import BrokerAccount
+from brokers.types import OrderStatus
+
+MONEY = {"max_digits": 28, "decimal_places": 10}
+
+
+class Attempt(models.TextChoices):
+    """Where the service is with the user's idempotency key."""
+
+    IN_FLIGHT = "in_flight"  # claimed; gates or the broker call under way
+    DONE = "done"  # placed (or outcome unknown): a repeat replays it
+    FAILED = "failed"  # nothing placed (gate, risk, broker refusal, 502): a repeat is a new attempt
+
+
+class Order(models.Model):
+    """The idempotency row and the service's last known state of one order.
+
+    Written before the broker is called; unique (user, client_order_id) makes two requests with
+    one key at the same moment collapse into one broker order.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="orders")
+    client_order_id = models.CharField(max_length=64)
+    request_fingerprint = models.CharField(max_length=64)
+    attempt = models.CharField(max_length=10, choices=Attempt.choices, default=Attempt.IN_FLIGHT)
+    attempt_started_at = models.DateTimeField()
+
+    connection = models.ForeignKey(BrokerAccount, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="orders")
+    asset_class = models.CharField(max_length=16)
+    exchange = models.CharField(max_length=16, blank=True, default="")
+    environment = models.CharField(max_length=8)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    order_type = models.CharField(max_length=10)  # as the user asked: stop_limit stays stop_limit
+    time_in_force = models.CharField(max_length=3)
+    qty = models.DecimalField(**MONEY)
+    limit_price = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_price = models.DecimalField(**MONEY, null=True, blank=True)
+    bracket = models.JSONField(null=True, blank=True)
+    report_uuid = models.UUIDField(null=True, blank=True)
+
+    broker_client_id = models.CharField(max_length=64, blank=True, default="")
+    broker_order_id = models.CharField(max_length=64, null=True, blank=True)
+    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in OrderStatus],
+                              default=OrderStatus.PENDING)
+    filled_qty = models.DecimalField(**MONEY, default=Decimal("0"))
+    avg_fill_price = models.DecimalField(**MONEY, null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "client_order_id"], name="one_order_per_user_key"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "asset_class", "environment", "attempt", "-submitted_at"],
+                         name="order_list_idx"),
+            models.Index(fields=["user", "broker_order_id"], name="order_broker_id_idx"),
+            models.Index(fields=["attempt", "status"], name="order_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id} {self.side} {self.qty} {self.symbol} ({self.status})"
+
+    @property
+    def live(self) -> bool:
+        return self.environment == "live"
