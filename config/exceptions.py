@@ -12,10 +12,12 @@ class DomainError(Exception):
     status_code = 500
     default_detail = "Unexpected error."
 
-    def __init__(self, detail: str | None = None, *, headers: dict | None = None, errors: dict | None = None):
+    def __init__(self, detail: str | None = None, *, headers: dict | None = None, errors: dict | None = None,
+                 risk_rule: str | None = None):
         self.detail = detail or self.default_detail
         self.headers = headers or {}
         self.errors = errors
+        self.risk_rule = risk_rule  # the RiskManager rule that refused, stored on the audit row
         super().__init__(self.detail)
 
 
