@@ -32,7 +32,7 @@ def venue(request, db):
 def order(venue, **overrides) -> OrderRequest:
     fields = dict(asset_class=venue.asset_class, symbol=venue.symbol, side=Side.BUY, qty=venue.qty,
                   order_type=OrderType.LIMIT, time_in_force=venue.time_in_force,
-                  broker_client_id=uuid.uuid4().hex, limit_price=venue.resting_buy_price)
+                  broker_client_id=uuid.uuid4().hex, limit_price=venue.price_below_market)
     fields.update(overrides)
     return OrderRequest(**fields)
 
@@ -43,7 +43,7 @@ def test_limit_order_away_from_the_market_rests_as_accepted(venue):
     assert placed.status == OrderStatus.ACCEPTED
     assert placed.symbol == venue.symbol and placed.side == Side.BUY and placed.order_type == OrderType.LIMIT
     assert placed.qty == venue.qty and placed.filled_qty == 0 and placed.avg_fill_price is None
-    assert placed.limit_price == venue.resting_buy_price
+    assert placed.limit_price == venue.price_below_market
     assert placed.submitted_at.tzinfo is not None and placed.submitted_at.utcoffset() == timedelta(0)
 
 
@@ -103,7 +103,7 @@ def test_account_reports_equity_cash_and_buying_power_in_its_currency(venue):
 
 
 def test_stop_order_is_placed_where_supported_else_broker_rejected(venue):
-    stop = order(venue, order_type=OrderType.STOP, limit_price=None, stop_price=venue.resting_sell_price)
+    stop = order(venue, order_type=OrderType.STOP, limit_price=None, stop_price=venue.price_above_market)
     if venue.supports_stop:
         assert venue.adapter.place_order(stop).status in (OrderStatus.ACCEPTED, OrderStatus.PENDING)
     else:
