@@ -117,3 +117,7 @@ class FeatureDisabled(DomainError):
 
 class ServiceUnavailable(DomainError):
     code, status_code, default_detail = "SERVICE_UNAVAILABLE", 503, "A dependency of the service is unavailable."
+
+
+class ConnectionNotFound(DomainError):
+    code, status_code, default_detail = "NOT_FOUND", 404, "No such broker connection of yours."

@@ -137,8 +137,16 @@ if REDIS_URL:
             },
         }
     }
+    CACHES["waffle"] = CACHES["default"]  # shared: a save invalidates the flag for every worker at once
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "equity"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "equity"},
+        # Per process: a flag flipped by another process (waffle_flag, admin in another worker)
+        # is seen once this short-lived entry expires, within 5 seconds (SPEC.md).
+        "waffle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "waffle",
+                   "TIMEOUT": 5},
+    }
+WAFFLE_CACHE_NAME = "waffle"
 
 # django-ratelimit refuses a per-process cache (E003) because counters would not be shared. The
 # embedded default is one runserver process, where a per-process counter is exact; production

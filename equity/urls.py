@@ -1,1 +1,13 @@
-urlpatterns = []
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from equity.views import OrderViewSet, SnapshotViewSet
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("orders", OrderViewSet, basename="orders")
+
+urlpatterns = [
+    re_path(r"^positions/?$", SnapshotViewSet.as_view({"get": "positions"}), name="positions"),
+    re_path(r"^account/?$", SnapshotViewSet.as_view({"get": "account"}), name="account"),
+    *router.urls,
+]

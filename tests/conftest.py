@@ -27,3 +27,53 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def make_client():
+    """An APIClient authenticated with a real JWT access token for the given user."""
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    def make(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+        client.user = user
+        return client
+
+    return make
+
+
+@pytest.fixture
+def user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def api_client(make_client, user):
+    return make_client(user)
+
+
+@pytest.fixture
+def quotes(db):
+    from brokers.sim_exchange import set_quote
+
+    for asset_class, symbol, price in [("crypto", "BTC/USD", "50000"), ("crypto", "ETH/USD", "3000"),
+                                       ("us_equity", "AAPL", "188.20"), ("kr_equity", "005930", "70000")]:
+        set_quote(asset_class, symbol, price)
+
+
+@pytest.fixture
+def sim_crypto(user, quotes):
+    from tests.factories import BrokerAccountFactory
+
+    return BrokerAccountFactory(user=user, asset_class="crypto")

@@ -1,0 +1,76 @@
+"""Operators manage connections, live enablement and simulator quotes here; no secret is ever shown."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+
+from brokers import services
+from brokers.models import BrokerAccount, SimQuote, TraderProfile
+
+
+class BrokerAccountForm(forms.ModelForm):
+    new_credentials = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text='JSON, e.g. {"api_key": "...", "secret_key": "..."}. Write-only: leave blank to keep the '
+                  "stored credentials. Stored credentials are never displayed.")
+
+    class Meta:
+        model = BrokerAccount
+        fields = ("user", "asset_class", "exchange", "environment", "label", "status")
+
+    def clean_new_credentials(self):
+        raw = self.cleaned_data.get("new_credentials")
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError("Not valid JSON.") from exc
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise forms.ValidationError("A JSON object of strings.")
+        return value
+
+
+@admin.register(BrokerAccount)
+class BrokerAccountAdmin(admin.ModelAdmin):
+    form = BrokerAccountForm
+    list_display = ("id", "user", "asset_class", "exchange", "environment", "label", "status", "key_hint",
+                    "created_at")
+    list_filter = ("exchange", "asset_class", "environment", "status")
+    search_fields = ("user__username", "label")
+    readonly_fields = ("key_hint", "created_at")
+
+    def save_model(self, request, obj, form, change):
+        creds = form.cleaned_data.get("new_credentials")
+        if creds is not None:
+            obj.credentials = creds
+            obj.key_hint = services._key_hint(creds)
+            if change:
+                obj.status = BrokerAccount.Status.ACTIVE
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(TraderProfile)
+class TraderProfileAdmin(admin.ModelAdmin):
+    list_display = ("user", "live_enabled", "live_enabled_at")
+    list_filter = ("live_enabled",)
+    search_fields = ("user__username",)
+    readonly_fields = ("live_enabled_at",)
+
+    def save_model(self, request, obj, form, change):
+        services.set_live_enabled(user=obj.user, enabled=obj.live_enabled)
+
+
+@admin.register(SimQuote)
+class SimQuoteAdmin(admin.ModelAdmin):
+    list_display = ("asset_class", "symbol", "price", "updated_at")
+    search_fields = ("symbol",)
+
+    def save_model(self, request, obj, form, change):
+        from brokers.sim_exchange import set_quote
+
+        changed = set_quote(obj.asset_class, obj.symbol, obj.price)
+        messages.info(request, f"{obj.symbol} quoted at {obj.price}; {changed} resting simulator orders changed.")

@@ -1,0 +1,159 @@
+"""Reads: orders, positions and the account. Not owned == not found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+
+from audit.selectors import owned_order_event
+from brokers.base import BrokerAdapter
+from brokers.models import BrokerAccount
+from brokers.registry import BotRegistry, build_adapter
+from brokers.types import Account, Environment, ListScope, OrderStatus, Position
+from config.exceptions import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
+from equity.models import Attempt, Order
+from equity.services import apply_broker_state, resolve_pending
+
+STATUS_GROUPS = {
+    "pending": [OrderStatus.PENDING],
+    "open": [OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED],
+    "filled": [OrderStatus.FILLED],
+    "canceled": [OrderStatus.CANCELED, OrderStatus.EXPIRED],
+    "rejected": [OrderStatus.REJECTED],
+}
+NOT_FINAL = [OrderStatus.PENDING, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED]
+
+
+def _environment(live: bool) -> str:
+    return Environment.LIVE if live else Environment.PAPER
+
+
+def adapter_for_order(order: Order) -> BrokerAdapter:
+    if order.connection_id is None:
+        raise BrokerNotConfigured("The broker connection this order was placed through has been deleted; "
+                                  "the order can no longer be read or canceled here.")
+    return build_adapter(order.connection)
+
+
+def _mark_invalid_on_refusal(connection: BrokerAccount, err: DomainError) -> None:
+    if isinstance(err, CredentialsRefused):
+        BrokerAccount.objects.filter(pk=connection.pk).update(status=BrokerAccount.Status.INVALID)
+
+
+def owned_order(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
+    """The caller's order by broker_order_id or order_id, checked against the audit trail first."""
+    if owned_order_event(user_id=user.pk, order_ref=order_ref) is None:
+        raise OrderNotFound(f"No order {order_ref!r} of yours.")
+    order = (Order.objects.select_related("connection")
+             .filter(user=user, attempt=Attempt.DONE, asset_class=asset_class, environment=_environment(live))
+             .filter(Q(broker_order_id=order_ref) | Q(client_order_id=order_ref)).first())
+    if order is None:
+        raise OrderNotFound(f"No {asset_class} {_environment(live)} order {order_ref!r} of yours.")
+    return order
+
+
+def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
+    order = owned_order(user=user, order_ref=order_ref, asset_class=asset_class, live=live)
+    adapter = adapter_for_order(order)
+    if not order.broker_order_id:
+        resolve_pending(order, adapter=adapter, give_up_absent=False)
+        return order
+    try:
+        fresh = adapter.get_order(order.broker_order_id, symbol=order.symbol)
+    except DomainError as err:
+        _mark_invalid_on_refusal(order.connection, err)
+        raise
+    changed = apply_broker_state(order, fresh)
+    if changed:
+        order.save(update_fields=changed)
+    return order
+
+
+@dataclass
+class OrderPage:
+    items: list[Order]
+    total: int
+    page: int
+    size: int
+
+
+def _refresh_unsettled(user, connection: BrokerAccount, adapter: BrokerAdapter, asset_class: str, live: bool) -> None:
+    """Bring the stored state of not-yet-final orders up to the broker's, in one broker listing."""
+    unsettled = list(Order.objects.filter(user=user, asset_class=asset_class, environment=_environment(live),
+                                          attempt=Attempt.DONE, status__in=NOT_FINAL,
+                                          connection=connection)
+                     .exclude(broker_order_id=None))
+    if not unsettled:
+        return
+    since = min(o.submitted_at or o.attempt_started_at for o in unsettled) - timedelta(seconds=5)
+    try:
+        fresh = {b.broker_order_id: b for b in adapter.list_orders(scope=ListScope.ALL, since=since)}
+    except DomainError as err:
+        _mark_invalid_on_refusal(connection, err)
+        raise
+    changed_rows = []
+    for order in unsettled:
+        broker = fresh.get(order.broker_order_id)
+        if broker is not None and apply_broker_state(order, broker):
+            changed_rows.append(order)
+    if changed_rows:
+        with transaction.atomic():
+            Order.objects.bulk_update(changed_rows, ["status", "filled_qty", "avg_fill_price", "updated_at",
+                                                     "submitted_at"])
+
+
+def order_list_for_user(*, user, asset_class: str, live: bool, status: str | None, page: int,
+                        size: int) -> OrderPage:
+    """The caller's orders placed through this service, newest first, with the broker's fresh state."""
+    connection = BotRegistry.connection_for_user(user.pk, asset_class, live=live)
+    _refresh_unsettled(user, connection, build_adapter(connection), asset_class, live)
+    rows = Order.objects.filter(user=user, asset_class=asset_class, environment=_environment(live),
+                                attempt=Attempt.DONE)
+    if status:
+        rows = rows.filter(status__in=STATUS_GROUPS[status])
+    total = rows.count()
+    start = (page - 1) * size
+    items = list(rows.order_by("-submitted_at", "-id")[start:start + size]) if start < total else []
+    return OrderPage(items=items, total=total, page=page, size=size)
+
+
+@dataclass
+class Snapshot:
+    connection: BrokerAccount
+    adapter: BrokerAdapter
+
+
+def _snapshot_source(*, user, asset_class: str, live: bool) -> Snapshot:
+    connection = BotRegistry.connection_for_user(user.pk, asset_class, live=live)
+    return Snapshot(connection, build_adapter(connection))
+
+
+def positions_for_user(*, user, asset_class: str, live: bool) -> list[dict]:
+    src = _snapshot_source(user=user, asset_class=asset_class, live=live)
+    try:
+        held: list[Position] = src.adapter.positions()
+    except DomainError as err:
+        _mark_invalid_on_refusal(src.connection, err)
+        raise
+    return [{"asset_class": asset_class, "exchange": src.connection.exchange, "symbol": p.symbol, "qty": p.qty,
+             "avg_entry_price": p.avg_entry_price, "current_price": p.current_price,
+             "unrealized_pnl": p.unrealized_pnl, "unrealized_pnl_pct": p.unrealized_pnl_pct,
+             "currency": p.currency, "side": p.side, "metadata": p.metadata} for p in held]
+
+
+def account_for_user(*, user, asset_class: str, live: bool) -> dict:
+    src = _snapshot_source(user=user, asset_class=asset_class, live=live)
+    try:
+        acct: Account = src.adapter.account()
+    except DomainError as err:
+        _mark_invalid_on_refusal(src.connection, err)
+        raise
+    metadata = dict(acct.metadata)
+    if acct.last_equity is not None:
+        metadata.setdefault("last_equity", float(acct.last_equity))
+    return {"asset_class": asset_class, "broker": src.connection.exchange, "paper": not src.connection.is_live,
+            "equity": acct.equity, "buying_power": acct.buying_power, "cash": acct.cash, "currency": acct.currency,
+            "as_of": acct.as_of, "metadata": metadata}

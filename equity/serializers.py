@@ -1,0 +1,252 @@
+"""Input serializers parse; output serializers render. Field names are SPEC.md's, exactly."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_serializer
+from rest_framework import serializers
+
+from brokers.types import AssetClass, OrderType, Side, TimeInForce
+
+STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
+_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
+
+
+def _money(**kwargs):
+    return serializers.DecimalField(max_digits=28, decimal_places=10, **kwargs)
+
+
+def _positive(value: Decimal | None, name: str, errors: dict) -> None:
+    if value is not None and value <= 0:
+        errors.setdefault(name, []).append("Must be greater than 0.")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know: a typo such as `limit_prize` must not become a market order."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+@extend_schema_serializer(component_name="BracketSpec")
+class BracketSpec(StrictSerializer):
+    take_profit = _money(help_text="Take-profit limit price.")
+    stop_loss = _money(help_text="Protective stop price.")
+    stop_loss_limit = _money(required=False, allow_null=True, default=None,
+                             help_text="Makes the protective stop a stop-limit at this price.")
+
+    def validate(self, attrs):
+        errors: dict = {}
+        for name in ("take_profit", "stop_loss", "stop_loss_limit"):
+            _positive(attrs.get(name), name, errors)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+@extend_schema_serializer(component_name="PlaceOrderRequest")
+class PlaceOrderRequest(StrictSerializer):
+    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    symbol = serializers.CharField(min_length=1, max_length=32, trim_whitespace=True,
+                                   help_text="The broker-native symbol: AAPL, 005930, BTC/USD, KRW-BTC.")
+    side = serializers.ChoiceField(choices=[s.value for s in Side])
+    qty = _money(help_text="Greater than 0; fractional where the broker allows it.")
+    order_type = serializers.ChoiceField(choices=[t.value for t in OrderType])
+    limit_price = _money(required=False, allow_null=True, default=None,
+                         help_text="Required for limit and stop_limit; refused for market and stop.")
+    stop_price = _money(required=False, allow_null=True, default=None,
+                        help_text="Required for stop and stop_limit; refused for market and limit.")
+    bracket = BracketSpec(required=False, allow_null=True, default=None)
+    client_order_id = serializers.CharField(
+        required=False, allow_null=True, default=None, max_length=64,
+        help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
+    time_in_force = serializers.ChoiceField(
+        choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
+        help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
+    report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
+    live_mode = serializers.BooleanField(required=False, default=False)
+
+    def validate_symbol(self, value: str) -> str:
+        if not value:
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+    def validate_client_order_id(self, value: str | None) -> str | None:
+        if value is not None and (not value or not _KEY_RE.match(value)):
+            raise serializers.ValidationError("Use 1 to 64 letters, digits or -_.: characters.")
+        return value
+
+    def validate(self, attrs):
+        errors: dict = {}
+        order_type, side = attrs["order_type"], attrs["side"]
+        limit_price, stop_price = attrs.get("limit_price"), attrs.get("stop_price")
+        _positive(attrs.get("qty"), "qty", errors)
+        _positive(limit_price, "limit_price", errors)
+        _positive(stop_price, "stop_price", errors)
+
+        needs_limit = order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        needs_stop = order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        if needs_limit and limit_price is None:
+            errors.setdefault("limit_price", []).append(f"Required for a {order_type} order.")
+        if not needs_limit and limit_price is not None:
+            errors.setdefault("limit_price", []).append(f"Not allowed for a {order_type} order.")
+        if needs_stop and stop_price is None:
+            errors.setdefault("stop_price", []).append(f"Required for a {order_type} order.")
+        if not needs_stop and stop_price is not None:
+            errors.setdefault("stop_price", []).append(f"Not allowed for a {order_type} order.")
+
+        bracket = attrs.get("bracket")
+        if bracket and not errors:
+            entry = limit_price if limit_price is not None else stop_price
+            tp, sl, sll = bracket["take_profit"], bracket["stop_loss"], bracket.get("stop_loss_limit")
+            if side == Side.BUY:
+                ordered = tp > sl and (entry is None or tp > entry > sl)
+                rule = "take_profit > entry > stop_loss for a buy"
+                limit_ok = sll is None or sll <= sl
+            else:
+                ordered = tp < sl and (entry is None or tp < entry < sl)
+                rule = "take_profit < entry < stop_loss for a sell"
+                limit_ok = sll is None or sll >= sl
+            if not ordered:
+                errors.setdefault("bracket", []).append(f"Prices must satisfy {rule}.")
+            if not limit_ok:
+                errors.setdefault("bracket", []).append(
+                    "stop_loss_limit must not be on the profit side of stop_loss.")
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class OrderQuery(serializers.Serializer):
+    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    symbol = serializers.CharField(required=False, max_length=32)
+    live_mode = serializers.BooleanField(required=False, default=False)
+
+
+class OrderListQuery(OrderQuery):
+    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False)
+    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
+    size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
+
+
+class SnapshotQuery(serializers.Serializer):
+    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    live_mode = serializers.BooleanField(required=False, default=False)
+
+
+# --- Output -------------------------------------------------------------------------------------
+
+def _number(**kwargs):
+    return serializers.DecimalField(max_digits=None, decimal_places=None, coerce_to_string=False, **kwargs)
+
+
+class BracketOut(serializers.Serializer):
+    take_profit = _number()
+    stop_loss = _number()
+    stop_loss_limit = _number(allow_null=True, required=False)
+
+    class Meta:
+        ref_name = "BracketSpec"
+
+
+@extend_schema_serializer(component_name="OrderMetadata")
+class OrderMetadata(serializers.Serializer):
+    report_uuid = serializers.UUIDField(required=False, allow_null=True)
+    stop_limit_price = _number(required=False, allow_null=True)
+
+
+@extend_schema_serializer(component_name="OrderResponse")
+class OrderResponse(serializers.Serializer):
+    order_id = serializers.CharField(source="client_order_id", help_text="Equals client_order_id.")
+    broker_order_id = serializers.CharField(allow_null=True, help_text="Null while the order is pending.")
+    client_order_id = serializers.CharField()
+    asset_class = serializers.CharField()
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    side = serializers.CharField()
+    qty = _number()
+    filled_qty = _number()
+    avg_fill_price = _number(allow_null=True)
+    order_type = serializers.CharField()
+    limit_price = _number(allow_null=True)
+    stop_price = _number(allow_null=True)
+    status = serializers.ChoiceField(choices=["pending", "accepted", "partially_filled", "filled", "canceled",
+                                              "expired", "rejected"])
+    currency = serializers.CharField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+    bracket = BracketOut(allow_null=True)
+    metadata = serializers.SerializerMethodField()
+
+    def get_metadata(self, order) -> OrderMetadata:
+        meta = {}
+        if order.report_uuid:
+            meta["report_uuid"] = str(order.report_uuid)
+        if order.order_type == OrderType.STOP_LIMIT and order.limit_price is not None:
+            meta["stop_limit_price"] = order.limit_price
+        return meta
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        bracket = data.get("bracket")
+        if bracket and bracket.get("stop_loss_limit") is None:
+            bracket.pop("stop_loss_limit", None)
+        if "stop_limit_price" in data["metadata"]:
+            data["metadata"]["stop_limit_price"] = float(data["metadata"]["stop_limit_price"])
+        return data
+
+
+@extend_schema_serializer(component_name="OrderListResponse")
+class OrderListResponse(serializers.Serializer):
+    items = OrderResponse(many=True)
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    size = serializers.IntegerField()
+
+
+class PositionOut(serializers.Serializer):
+    asset_class = serializers.CharField()
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    qty = _number()
+    avg_entry_price = _number()
+    current_price = _number()
+    unrealized_pnl = _number()
+    unrealized_pnl_pct = _number(help_text="A fraction: 0.0154 is 1.54 %.")
+    currency = serializers.CharField()
+    side = serializers.ChoiceField(choices=["LONG", "SHORT"])
+    metadata = serializers.DictField()
+
+    class Meta:
+        ref_name = "Position"
+
+
+@extend_schema_serializer(component_name="PositionListResponse")
+class PositionListResponse(serializers.Serializer):
+    items = PositionOut(many=True)
+
+
+@extend_schema_serializer(component_name="AccountResponse")
+class AccountResponse(serializers.Serializer):
+    asset_class = serializers.CharField()
+    broker = serializers.CharField()
+    paper = serializers.BooleanField()
+    equity = _number()
+    buying_power = _number()
+    cash = _number()
+    currency = serializers.CharField()
+    as_of = serializers.DateTimeField()
+    metadata = serializers.DictField()
+
+
+@extend_schema_serializer(component_name="Error")
+class ErrorResponse(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

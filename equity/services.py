@@ -1,0 +1,340 @@
+"""Writes: place_order and cancel_order.
+
+A placement is "check, then send": the gates run top to bottom in place_order; the idempotency
+row is committed before the broker is called, and no transaction is held open across a broker
+call (commit in-flight row, call, commit outcome + audit row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.models import EventType
+from audit.services import RequestMeta, record_order_event
+from brokers.base import BrokerAdapter
+from brokers.models import BrokerAccount
+from brokers.registry import BotRegistry, build_adapter
+from brokers.types import (AssetClass, Bracket, BrokerOrder, Environment, OrderRequest, OrderStatus, OrderType,
+                           Side, TimeInForce)
+from config.exceptions import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
+                               DomainError, IdempotencyConflict, IdempotencyInProgress)
+from equity.alerts import send_first_live_alert
+from equity.gates import check_flags, check_rate
+from equity.models import Attempt, Order
+from risk.manager import RiskManager
+
+logger = logging.getLogger(__name__)
+
+# An attempt still "in flight" after this long belongs to a worker that died mid-request.
+STALE_ATTEMPT = timedelta(minutes=2)
+
+
+@dataclass
+class Placed:
+    order: Order
+    http_status: int
+    headers: dict = field(default_factory=dict)
+
+
+def default_time_in_force(asset_class: str) -> str:
+    return TimeInForce.GTC if asset_class == AssetClass.CRYPTO else TimeInForce.DAY
+
+
+def _fingerprint(fields: dict) -> str:
+    def norm(v):
+        if isinstance(v, Decimal):
+            return str(v.normalize())
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in sorted(v.items()) if x is not None}
+        if isinstance(v, uuid.UUID):
+            return str(v)
+        return v
+
+    canonical = {k: norm(v) for k, v in sorted(fields.items()) if k != "client_order_id" and v is not None}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _audit_fields(order: Order) -> dict:
+    return dict(asset_class=order.asset_class, exchange=order.exchange, environment=order.environment,
+                symbol=order.symbol, side=order.side, qty=order.qty, order_type=order.order_type,
+                client_order_id=order.client_order_id, broker_client_id=order.broker_client_id,
+                broker_order_id=order.broker_order_id or "", report_uuid=order.report_uuid, status=order.status)
+
+
+def to_broker_request(order: Order) -> OrderRequest:
+    """The broker layer's form: stop_limit collapses to stop + stop_limit_price (SPEC.md)."""
+    is_stop_limit = order.order_type == OrderType.STOP_LIMIT
+    bracket = None
+    if order.bracket:
+        bracket = Bracket(take_profit=Decimal(str(order.bracket["take_profit"])),
+                          stop_loss=Decimal(str(order.bracket["stop_loss"])),
+                          stop_loss_limit=(Decimal(str(order.bracket["stop_loss_limit"]))
+                                           if order.bracket.get("stop_loss_limit") is not None else None))
+    return OrderRequest(
+        asset_class=AssetClass(order.asset_class), symbol=order.symbol, side=Side(order.side), qty=order.qty,
+        order_type=OrderType.STOP if is_stop_limit else OrderType(order.order_type),
+        time_in_force=TimeInForce(order.time_in_force), broker_client_id=order.broker_client_id,
+        limit_price=None if is_stop_limit else order.limit_price, stop_price=order.stop_price,
+        stop_limit_price=order.limit_price if is_stop_limit else None, bracket=bracket)
+
+
+def apply_broker_state(order: Order, broker: BrokerOrder) -> list[str]:
+    """Copy the broker's view onto our row; returns the changed field names."""
+    changes = {
+        "broker_order_id": broker.broker_order_id, "status": broker.status, "filled_qty": broker.filled_qty,
+        "avg_fill_price": broker.avg_fill_price, "submitted_at": order.submitted_at or broker.submitted_at,
+        "updated_at": broker.updated_at,
+    }
+    changed = [k for k, v in changes.items() if getattr(order, k) != v]
+    for k in changed:
+        setattr(order, k, changes[k])
+    return changed
+
+
+# --- Idempotency --------------------------------------------------------------------------------
+
+@dataclass
+class _Claim:
+    order: Order
+    replay: bool
+
+
+def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) -> _Claim:
+    """Insert the idempotency row, or find the one a previous request with this key wrote."""
+    now = timezone.now()
+    bracket = fields.get("bracket")
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                user=user, client_order_id=key, request_fingerprint=fingerprint, attempt=Attempt.IN_FLIGHT,
+                attempt_started_at=now, asset_class=fields["asset_class"],
+                environment=Environment.LIVE if live else Environment.PAPER, symbol=fields["symbol"],
+                side=fields["side"], order_type=fields["order_type"], time_in_force=fields["time_in_force"],
+                qty=fields["qty"], limit_price=fields.get("limit_price"), stop_price=fields.get("stop_price"),
+                bracket={k: (str(v) if v is not None else None) for k, v in bracket.items()} if bracket else None,
+                report_uuid=fields.get("report_uuid"), status=OrderStatus.PENDING)
+        return _Claim(order, replay=False)
+    except IntegrityError:
+        pass
+
+    existing = Order.objects.get(user=user, client_order_id=key)
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            f"client_order_id {key!r} was used with a different request.",
+            errors={"client_order_id": [f"{key!r} was used with a different request; use a new key."]})
+    if existing.attempt == Attempt.DONE:
+        return _Claim(existing, replay=True)
+    if existing.attempt == Attempt.IN_FLIGHT and existing.attempt_started_at > now - STALE_ATTEMPT:
+        raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
+    if existing.attempt == Attempt.IN_FLIGHT and existing.broker_client_id:
+        # A worker died after (perhaps) sending the order: never send it again, find out instead.
+        Order.objects.filter(pk=existing.pk, attempt=Attempt.IN_FLIGHT).update(attempt=Attempt.DONE)
+        existing.refresh_from_db()
+        return _Claim(existing, replay=True)
+    # Nothing was placed under this key (refused, or 502): a new attempt, claimed atomically.
+    claimed = Order.objects.filter(pk=existing.pk, attempt=existing.attempt,
+                                   attempt_started_at=existing.attempt_started_at).update(
+        attempt=Attempt.IN_FLIGHT, attempt_started_at=now, broker_client_id="", broker_order_id=None,
+        status=OrderStatus.PENDING)
+    if not claimed:
+        raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
+    existing.refresh_from_db()
+    return _Claim(existing, replay=False)
+
+
+# --- Placement ----------------------------------------------------------------------------------
+
+def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
+    fields = dict(fields)
+    live = bool(fields.pop("live_mode", False))
+    fields["time_in_force"] = fields.get("time_in_force") or default_time_in_force(fields["asset_class"])
+    key = fields.get("client_order_id") or uuid.uuid4().hex
+
+    claim = _claim_key(user=user, key=key, fingerprint=_fingerprint(fields), fields=fields, live=live)
+    order = claim.order
+    if claim.replay:
+        return _replay(order, meta)
+
+    try:
+        check_flags(user=user, live=live, http_request=meta.http_request)  # gate 1
+        check_rate(user=user, live=live, http_request=meta.http_request)  # gate 2
+        connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)  # gate 3
+        if connection.status == BrokerAccount.Status.INVALID:
+            raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
+                                      "delete it and connect again with valid keys.")
+        adapter = build_adapter(connection)
+        order.connection, order.exchange, order.currency = connection, connection.exchange, adapter.currency
+        order.broker_client_id = uuid.uuid4().hex  # a new one per attempt: Upbit never accepts one twice
+        broker_request = to_broker_request(order)
+        RiskManager.for_user(user).check(order=broker_request, adapter=adapter,  # gate 4
+                                         exchange=connection.exchange, connection_id=connection.pk)
+    except DomainError as err:
+        _fail(order, err, meta)
+        raise
+
+    with transaction.atomic():
+        order.save(update_fields=["connection", "exchange", "currency", "broker_client_id"])
+        record_order_event(user_id=user.pk, event_type=EventType.SUBMITTED, meta=meta, **_audit_fields(order))
+    return _send(order, adapter, broker_request, meta)  # gate 5, outside any transaction
+
+
+def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: RequestMeta) -> Placed:
+    try:
+        result = adapter.place_order(request)
+    except BrokerOutcomeUnknown as lost:
+        logger.warning("placement outcome unknown; looking the order up",
+                       extra={"client_order_id": order.client_order_id, "exchange": order.exchange})
+        try:
+            result = adapter.find_order(request, submitted_at=order.attempt_started_at)
+        except DomainError:
+            return _keep_pending(order, meta, lost)
+        if result is None:  # proven absent: nothing was placed
+            err = BrokerUnavailable("The broker did not answer and the order was not placed; retry.")
+            _fail(order, err, meta)
+            raise err from lost
+    except CredentialsRefused as err:
+        _mark_invalid(order.connection)
+        _fail(order, err, meta)
+        raise
+    except DomainError as err:
+        _fail(order, err, meta)
+        raise
+    return _placed(order, result, meta)
+
+
+def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
+    apply_broker_state(order, result)
+    order.attempt = Attempt.DONE
+    first_live = False
+    with transaction.atomic():
+        order.save()
+        if order.live:
+            first_live = _record_placed_live(order, meta, result)
+        else:
+            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
+                               broker_reply=_reply(result), **_audit_fields(order))
+    if first_live:
+        transaction.on_commit(lambda: send_first_live_alert(order))
+    return Placed(order, 201)
+
+
+def _record_placed_live(order: Order, meta: RequestMeta, result: BrokerOrder) -> bool:
+    """Mark the user's first live order exactly once: a partial unique index settles any race."""
+    try:
+        with transaction.atomic():
+            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta, first_live_order=True,
+                               broker_reply=_reply(result), **_audit_fields(order))
+        return True
+    except IntegrityError:
+        record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
+                           broker_reply=_reply(result), **_audit_fields(order))
+        return False
+
+
+def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
+    order.attempt, order.status = Attempt.DONE, OrderStatus.PENDING
+    order.submitted_at = order.updated_at = order.attempt_started_at
+    with transaction.atomic():
+        order.save()
+        record_order_event(user_id=order.user_id, event_type=EventType.PENDING, meta=meta,
+                           error_detail=str(cause), **_audit_fields(order))
+    return Placed(order, 202)
+
+
+def _fail(order: Order, err: DomainError, meta: RequestMeta) -> None:
+    order.attempt, order.status = Attempt.FAILED, OrderStatus.REJECTED
+    with transaction.atomic():
+        Order.objects.filter(pk=order.pk).update(attempt=Attempt.FAILED, status=OrderStatus.REJECTED,
+                                                 connection=order.connection, exchange=order.exchange,
+                                                 currency=order.currency, broker_client_id=order.broker_client_id)
+        record_order_event(user_id=order.user_id, event_type=EventType.REJECTED, meta=meta, error=err,
+                           **_audit_fields(order))
+
+
+def _mark_invalid(connection: BrokerAccount | None) -> None:
+    if connection is not None:
+        BrokerAccount.objects.filter(pk=connection.pk).update(status=BrokerAccount.Status.INVALID)
+
+
+def _reply(result: BrokerOrder) -> dict:
+    return {"broker_order_id": result.broker_order_id, "status": str(result.status),
+            "filled_qty": str(result.filled_qty),
+            "avg_fill_price": str(result.avg_fill_price) if result.avg_fill_price is not None else None}
+
+
+def _replay(order: Order, meta: RequestMeta) -> Placed:
+    if order.status == OrderStatus.PENDING and not order.broker_order_id:
+        resolve_pending(order, meta=meta)
+    return Placed(order, 200, {"Idempotent-Replayed": "true"})
+
+
+# --- Pending orders -----------------------------------------------------------------------------
+
+def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: BrokerAdapter | None = None,
+                    give_up_absent: bool = True) -> bool:
+    """One more lookup of an order whose placement outcome is unknown. True when it was resolved."""
+    if order.connection_id is None:
+        return False
+    try:
+        adapter = adapter or build_adapter(order.connection)
+        found = adapter.find_order(to_broker_request(order), submitted_at=order.attempt_started_at)
+    except DomainError:
+        return False
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().get(pk=order.pk)
+        if locked.status != OrderStatus.PENDING or locked.broker_order_id:
+            order.refresh_from_db()
+            return True
+        if found is None:
+            if not give_up_absent:
+                return False
+            locked.status = OrderStatus.REJECTED
+            locked.updated_at = timezone.now()
+        else:
+            apply_broker_state(locked, found)
+        locked.save()
+        record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta,
+                           broker_reply=_reply(found) if found else {"found": False}, **_audit_fields(locked))
+    order.refresh_from_db()
+    return True
+
+
+# --- Cancel -------------------------------------------------------------------------------------
+
+def cancel_order(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMeta) -> None:
+    if not order.broker_order_id:
+        resolve_pending(order, meta=meta, adapter=adapter)
+        if not order.broker_order_id:
+            err = BrokerUnavailable("The order's outcome at the broker is still unknown; it cannot be canceled "
+                                    "yet. Retry shortly.")
+            record_order_event(user_id=user.pk, event_type=EventType.CANCEL_REJECTED, meta=meta, error=err,
+                               **_audit_fields(order))
+            raise err
+    try:
+        adapter.cancel_order(order.broker_order_id, symbol=order.symbol)
+    except DomainError as err:
+        if isinstance(err, CredentialsRefused):
+            _mark_invalid(order.connection)
+        record_order_event(user_id=user.pk, event_type=EventType.CANCEL_REJECTED, meta=meta, error=err,
+                           **_audit_fields(order))
+        raise
+    try:
+        fresh = adapter.get_order(order.broker_order_id, symbol=order.symbol)
+    except DomainError:
+        fresh = None  # the cancel went through; the next read refreshes the state
+    with transaction.atomic():
+        if fresh is not None:
+            apply_broker_state(order, fresh)
+        else:
+            order.status, order.updated_at = OrderStatus.CANCELED, timezone.now()
+        order.save()
+        record_order_event(user_id=user.pk, event_type=EventType.CANCELED, meta=meta, **_audit_fields(order))

@@ -1,0 +1,92 @@
+"""Thin views: parse with a serializer, call one service or selector, render."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from audit.services import RequestMeta
+from equity import selectors, services
+from equity.serializers import (AccountResponse, ErrorResponse, OrderListQuery, OrderListResponse, OrderQuery,
+                                OrderResponse, PlaceOrderRequest, PositionListResponse, SnapshotQuery)
+
+
+def errors(*codes: int) -> dict:
+    text = {400: "VALIDATION_ERROR", 401: "NOT_AUTHENTICATED",
+            403: "BROKER_NOT_CONFIGURED, LIVE_NOT_ENABLED", 404: "ORDER_NOT_FOUND",
+            409: "IDEMPOTENCY_IN_PROGRESS",
+            422: "RISK_RULE_VIOLATION, MARKET_CLOSED, INSUFFICIENT_FUNDS, BROKER_REJECTED, VALIDATION_ERROR",
+            429: "RATE_LIMIT_EXCEEDED, RATE_LIMIT_LIVE_DAILY", 502: "BROKER_UNAVAILABLE",
+            503: "FEATURE_DISABLED, SERVICE_UNAVAILABLE"}
+    return {c: OpenApiResponse(ErrorResponse, description=text.get(c, "")) for c in codes}
+
+
+READ_ERRORS = errors(400, 401, 403, 404, 502, 503)
+ORDER_REF = OpenApiParameter("broker_order_id", str, OpenApiParameter.PATH,
+                             description="The broker's order id, or the order_id (= client_order_id).")
+
+
+def _parse(serializer_class, data):
+    parsed = serializer_class(data=data)
+    parsed.is_valid(raise_exception=True)
+    return parsed.validated_data
+
+
+class OrderViewSet(viewsets.ViewSet):
+    lookup_field = "broker_order_id"
+    lookup_value_regex = r"[^/]+"
+
+    @extend_schema(operation_id="place_order", request=PlaceOrderRequest,
+                   responses={201: OrderResponse, 200: OpenApiResponse(OrderResponse, description="Idempotent replay"),
+                              202: OpenApiResponse(OrderResponse, description="Outcome unknown: status pending"),
+                              **errors(400, 401, 403, 409, 422, 429, 502, 503)})
+    def create(self, request):
+        fields = _parse(PlaceOrderRequest, request.data)
+        placed = services.place_order(user=request.user, fields=fields, meta=RequestMeta.of(request))
+        return Response(OrderResponse(placed.order).data, status=placed.http_status, headers=placed.headers)
+
+    @extend_schema(operation_id="list_orders", parameters=[OrderListQuery],
+                   responses={200: OrderListResponse, **READ_ERRORS})
+    def list(self, request):
+        q = _parse(OrderListQuery, request.query_params)
+        page = selectors.order_list_for_user(user=request.user, asset_class=q["asset_class"], live=q["live_mode"],
+                                             status=q.get("status"), page=q["page"], size=q["size"])
+        return Response(OrderListResponse(page).data)
+
+    @extend_schema(operation_id="get_order", parameters=[ORDER_REF, OrderQuery],
+                   responses={200: OrderResponse, **READ_ERRORS})
+    def retrieve(self, request, broker_order_id=None):
+        q = _parse(OrderQuery, request.query_params)
+        order = selectors.order_get_for_user(user=request.user, order_ref=broker_order_id,
+                                             asset_class=q["asset_class"], live=q["live_mode"])
+        return Response(OrderResponse(order).data)
+
+    @extend_schema(operation_id="cancel_order", parameters=[ORDER_REF, OrderQuery],
+                   responses={204: OpenApiResponse(description="Canceled"), **errors(400, 401, 403, 404, 422, 502, 503)})
+    def destroy(self, request, broker_order_id=None):
+        q = _parse(OrderQuery, request.query_params)
+        order = selectors.owned_order(user=request.user, order_ref=broker_order_id, asset_class=q["asset_class"],
+                                      live=q["live_mode"])
+        services.cancel_order(user=request.user, order=order, adapter=selectors.adapter_for_order(order),
+                              meta=RequestMeta.of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SnapshotViewSet(viewsets.ViewSet):
+    @extend_schema(operation_id="list_positions", parameters=[SnapshotQuery],
+                   responses={200: PositionListResponse, **errors(400, 401, 403, 502, 503)})
+    @action(detail=False, methods=["get"])
+    def positions(self, request):
+        q = _parse(SnapshotQuery, request.query_params)
+        items = selectors.positions_for_user(user=request.user, asset_class=q["asset_class"], live=q["live_mode"])
+        return Response(PositionListResponse({"items": items}).data)
+
+    @extend_schema(operation_id="get_account", parameters=[SnapshotQuery],
+                   responses={200: AccountResponse, **errors(400, 401, 403, 502, 503)})
+    @action(detail=False, methods=["get"])
+    def account(self, request):
+        q = _parse(SnapshotQuery, request.query_params)
+        acct = selectors.account_for_user(user=request.user, asset_class=q["asset_class"], live=q["live_mode"])
+        return Response(AccountResponse(acct).data)
