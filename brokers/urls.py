@@ -1,7 +1,7 @@
-from rest_framework.routers import SimpleRouter
+from config.routers import OptionalSlashRouter
 
 from brokers.views import BrokerAccountViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("accounts", BrokerAccountViewSet, basename="broker-accounts")
 urlpatterns = router.urls

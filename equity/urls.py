@@ -1,9 +1,9 @@
 from django.urls import re_path
-from rest_framework.routers import SimpleRouter
+from config.routers import OptionalSlashRouter
 
 from equity.views import OrderViewSet, SnapshotViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("orders", OrderViewSet, basename="orders")
 
 urlpatterns = [

@@ -52,13 +52,13 @@ def test_a_replay_runs_no_gate_even_when_the_flag_is_now_off(api_client, sim_cry
 
 
 def test_a_retry_after_a_refusal_is_a_new_attempt_not_a_replay(api_client, sim_crypto):
-    refused = place(api_client, crypto_market(side="sell", qty=1, client_order_id="k-4"))
+    refused = place(api_client, crypto_market(side="sell", qty=0.1, client_order_id="k-4"))
     assert refused.status_code == 422
     from brokers.sim_exchange import set_quote
 
-    place(api_client, crypto_market(qty=1))  # now holds 1 BTC
+    place(api_client, crypto_market(qty=0.1))  # now holds 0.1 BTC
     set_quote("crypto", "BTC/USD", "50000")
-    retried = place(api_client, crypto_market(side="sell", qty=1, client_order_id="k-4"))
+    retried = place(api_client, crypto_market(side="sell", qty=0.1, client_order_id="k-4"))
     assert retried.status_code == 201 and retried.json()["status"] == "filled"
 
 
@@ -104,7 +104,7 @@ def test_an_attempt_abandoned_before_sending_is_taken_over_by_a_repeat(api_clien
                          request_fingerprint=_fingerprint({k: v for k, v in _parsed(body).items() if k != "live_mode"}),
                          attempt=Attempt.IN_FLIGHT, attempt_started_at=timezone.now() - timedelta(minutes=5),
                          asset_class="crypto", environment="paper", symbol="BTC/USD", side="buy",
-                         order_type="limit", time_in_force="gtc", qty=1)
+                         order_type="limit", time_in_force="gtc", qty="0.01", limit_price=30000)
     assert place(api_client, body).status_code == 201
 
 
