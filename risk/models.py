@@ -1,27 +1,52 @@
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 PCT = {"max_digits": 6, "decimal_places": 4}
+SMALLEST_PCT = Decimal("0.0001")  # 0.01 %: a zero limit would refuse (or ignore) every order
 
 
 class RiskProfile(models.Model):
-    """Per-user limits an operator may set in admin; a blank field takes the settings default."""
+    """Per-user limits an operator may set in admin; a blank field takes the settings default.
+
+    All limits are fractions (0.02 = 2 %). The admin form shows each default in the help text.
+    """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="risk_profile")
     max_trade_risk_pct = models.DecimalField(
         **PCT, null=True, blank=True,
-        validators=[MinValueValidator(settings.RISK_MIN_TRADE_RISK_PCT), MaxValueValidator(settings.RISK_MAX_TRADE_RISK_CAP)],
+        validators=[MinValueValidator(settings.RISK_MIN_TRADE_RISK_PCT),
+                    MaxValueValidator(settings.RISK_MAX_TRADE_RISK_CAP)],
         help_text="Fraction of equity one trade may risk: 0.01 to 0.02. Blank: the default.")
-    unprotected_loss_pct = models.DecimalField(**PCT, null=True, blank=True,
-                                               validators=[MinValueValidator(0), MaxValueValidator(1)],
-                                               help_text="Assumed adverse move without a stop loss. Blank: the default.")
-    daily_loss_limit_pct = models.DecimalField(**PCT, null=True, blank=True,
-                                               validators=[MinValueValidator(0), MaxValueValidator(1)],
-                                               help_text="Daily equity drop that stops new exposure. Blank: the default.")
+    unprotected_loss_pct = models.DecimalField(
+        **PCT, null=True, blank=True, validators=[MinValueValidator(SMALLEST_PCT), MaxValueValidator(1)],
+        help_text="Assumed adverse move without a stop loss. Blank: the default.")
+    daily_loss_limit_pct = models.DecimalField(
+        **PCT, null=True, blank=True, validators=[MinValueValidator(SMALLEST_PCT), MaxValueValidator(1)],
+        help_text="Daily equity drop that stops new exposure. Blank: the default.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(max_trade_risk_pct__isnull=True)
+                | models.Q(max_trade_risk_pct__gte=settings.RISK_MIN_TRADE_RISK_PCT,
+                           max_trade_risk_pct__lte=settings.RISK_MAX_TRADE_RISK_CAP),
+                name="risk_profile_trade_risk_in_range"),
+            models.CheckConstraint(
+                condition=models.Q(unprotected_loss_pct__isnull=True)
+                | models.Q(unprotected_loss_pct__gte=SMALLEST_PCT, unprotected_loss_pct__lte=1),
+                name="risk_profile_unprotected_loss_in_range"),
+            models.CheckConstraint(
+                condition=models.Q(daily_loss_limit_pct__isnull=True)
+                | models.Q(daily_loss_limit_pct__gte=SMALLEST_PCT, daily_loss_limit_pct__lte=1),
+                name="risk_profile_daily_loss_in_range"),
+        ]
 
     def __str__(self) -> str:
         return f"risk profile of {self.user}"
@@ -37,12 +62,27 @@ class RiskProfile(models.Model):
                         raise ValidationError({f.name: e.messages})
 
 
+class DailyBaselineManager(models.Manager):
+    def first_of_day(self, *, connection_id: int, day: date, equity: Decimal) -> "DailyBaseline":
+        """The day's stored baseline, storing `equity` as it if this is the day's first snapshot.
+
+        Safe under concurrency: the unique (connection_id, day) constraint decides the first writer.
+        """
+        baseline, _ = self.get_or_create(connection_id=connection_id, day=day, defaults={"equity": equity})
+        return baseline
+
+
 class DailyBaseline(models.Model):
-    """The first equity snapshot of a trading day, where the broker has no last_equity."""
+    """The first equity snapshot of a UTC day per broker connection, where the broker has no last_equity."""
 
     connection_id = models.BigIntegerField()
     day = models.DateField()
     equity = models.DecimalField(max_digits=28, decimal_places=10)
 
+    objects = DailyBaselineManager()
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["connection_id", "day"], name="one_baseline_per_day")]
+
+    def __str__(self) -> str:
+        return f"baseline of connection {self.connection_id} on {self.day}: {self.equity}"

@@ -1,0 +1,78 @@
+"""RiskManager v2: gate 4 of a placement (SPEC.md "RiskManager v2").
+
+Runs the rules of risk/rules.py in the spec's order; `check` raises the first denial (its
+`risk_rule` names the rule), `evaluate` returns every rule's result for a what-if. The same code
+serves both, so a what-if shows exactly what a placement would get.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+
+from brokers.types import OrderRequest
+from risk.models import RiskProfile
+from risk.rules import DailyLossRule, FundsRule, MarketHoursRule, RiskContext, RiskLimits, RuleResult, TradeRiskRule
+
+if TYPE_CHECKING:  # the interface only; risk never imports an adapter
+    from brokers.base import BrokerAdapter
+
+RULES = (
+    # kill_switch (-> TRADING_HALTED) goes first here once "Trader controls" exist: it needs no
+    # snapshot for `halted`, and ctx.reduces_only for `reducing`.
+    MarketHoursRule(),
+    FundsRule(),
+    DailyLossRule(),
+    TradeRiskRule(),
+)
+
+
+class RiskManager:
+    def __init__(self, limits: RiskLimits | None = None, rules=RULES):
+        self.limits = limits or RiskLimits.defaults()
+        self.rules = tuple(rules)
+
+    @classmethod
+    def for_user(cls, user) -> RiskManager:
+        """Limits from the user's RiskProfile; a blank field (or no profile) takes the settings default."""
+        defaults = RiskLimits.defaults()
+        profile = RiskProfile.objects.filter(user_id=user.pk).first()
+        if profile is None:
+            return cls(defaults)
+        return cls(RiskLimits(
+            max_trade_risk_pct=_or(profile.max_trade_risk_pct, defaults.max_trade_risk_pct),
+            unprotected_loss_pct=_or(profile.unprotected_loss_pct, defaults.unprotected_loss_pct),
+            daily_loss_limit_pct=_or(profile.daily_loss_limit_pct, defaults.daily_loss_limit_pct),
+        ))
+
+    def evaluate(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
+                 now: datetime | None = None, stop_at_first_denial: bool = True) -> list[RuleResult]:
+        """Each rule's result, in order; stops after the first denial unless told not to.
+
+        Snapshots (account, positions, latest price) are fetched from the adapter lazily and at
+        most once. Errors that are not denials (BrokerUnavailable and the like from the adapter,
+        CalendarUnavailable from the calendar) propagate unchanged.
+        """
+        ctx = RiskContext(order=order, adapter=adapter, exchange=exchange, connection_id=connection_id,
+                          now=now or timezone.now(), limits=self.limits)
+        results: list[RuleResult] = []
+        for rule in self.rules:
+            result = rule.evaluate(ctx)
+            results.append(result)
+            if not result.ok and stop_at_first_denial:
+                break
+        return results
+
+    def check(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
+              now: datetime | None = None) -> None:
+        """Raise the first denial's error (MarketClosed, InsufficientFunds, RiskRuleViolation), risk_rule set."""
+        for result in self.evaluate(order=order, adapter=adapter, exchange=exchange, connection_id=connection_id,
+                                    now=now, stop_at_first_denial=True):
+            if not result.ok:
+                raise result.error
+
+
+def _or(value, default):
+    return default if value is None else value
