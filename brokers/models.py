@@ -89,6 +89,9 @@ class SimAccount(models.Model):
     last_equity = models.DecimalField(**MONEY)
     last_equity_date = models.DateField()
 
+    def __str__(self) -> str:
+        return f"sim account of {self.connection_id}: {self.cash} {self.currency}"
+
     @property
     def buying_power(self) -> Decimal:
         return self.cash - self.reserved_cash
@@ -104,11 +107,15 @@ class SimPosition(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "symbol"], name="one_sim_position_per_symbol")]
 
+    def __str__(self) -> str:
+        return f"{self.qty} {self.symbol} @ {self.avg_entry_price}"
+
 
 class SimOrder(models.Model):
     account = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="orders")
     broker_order_id = models.CharField(max_length=64, unique=True)
-    broker_client_id = models.CharField(max_length=64, null=True, blank=True)
+    # NULL for bracket legs: several NULLs never collide in unique_sim_client_id.
+    broker_client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="legs")
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=[(s.value, s.value) for s in Side])
@@ -121,7 +128,12 @@ class SimOrder(models.Model):
     stop_price = models.DecimalField(**MONEY, null=True, blank=True)
     stop_limit_price = models.DecimalField(**MONEY, null=True, blank=True)
     triggered = models.BooleanField(default=False)  # a stop order whose stop was crossed
-    reserved_cash = models.DecimalField(**MONEY, default=Decimal("0"))
+    reserved_cash = models.DecimalField(**MONEY, default=Decimal("0"))  # held from SimAccount.reserved_cash
+    reserved_qty = models.DecimalField(**MONEY, default=Decimal("0"))  # held from SimPosition.reserved_qty
+    # The bracket of a parent order; its two legs (parent set) are created when it fills.
+    take_profit = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_loss = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_loss_limit = models.DecimalField(**MONEY, null=True, blank=True)
     status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in OrderStatus])
     expires_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField()
@@ -130,3 +142,6 @@ class SimOrder(models.Model):
     class Meta:
         indexes = [models.Index(fields=["symbol", "status"]), models.Index(fields=["account", "status"])]
         constraints = [models.UniqueConstraint(fields=["account", "broker_client_id"], name="unique_sim_client_id")]
+
+    def __str__(self) -> str:
+        return f"{self.broker_order_id} {self.side} {self.qty} {self.symbol} {self.order_type} {self.status}"

@@ -1,0 +1,516 @@
+"""The built-in paper exchange `sim`: a matching engine on the service's own database.
+
+SimAdapter (brokers/adapters/sim.py) translates between this module and brokers.types; the
+`sim_quote` command, admin and `seed_demo` move prices with set_quote(). SPEC.md "The simulator".
+
+Every write is one short transaction that locks the SimAccount row (select_for_update), then
+the rows it changes: two orders of one account at the same moment are serialized, so they cannot
+spend the same cash or sell the same shares (PostgreSQL; SQLite serializes writers anyway). Locks
+are always taken in the order quote, account, orders, position, so no two writers deadlock.
+
+Matching (decisions where SPEC.md is silent):
+
+- Orders fill whole, never partially, at one price.
+- An order meeting the quote when it arrives (placement, or the moment a stop triggers, or a
+  bracket leg going live) takes the quote: a market order, a marketable limit and a triggered
+  stop fill at the quote. A resting limit that a later quote crosses fills at its limit price,
+  as on an exchange where the price passes through the resting order.
+- A stop triggers when a quote reaches it (buy: quote >= stop; sell: quote <= stop), already at
+  placement when the quote is there; it then behaves as a market order, or as a limit at
+  stop_limit_price.
+- ioc and fok orders that do not fill at once are canceled (status canceled, never expired).
+- day orders expire at config.market_calendars.session_close() of the order's asset class
+  (crypto: the end of the UTC day). Expiry is lazy: every adapter call expires the account's
+  due orders first, and set_quote() does so before matching.
+- Cash: an open buy reserves qty x limit (limit), qty x max(stop, quote) (stop), qty x
+  stop_limit_price (stop-limit), qty x quote (market, released at once by its fill). A triggered
+  stop-market buy fills at the quote, which may be above its stop: when that cost is beyond the
+  buying power plus its own reservation, it is canceled instead of overspending.
+- Shares: an open sell reserves its qty from the position; no shorting.
+- Brackets: when the parent fills, two legs go live on the other side for its qty, with the
+  parent's time in force (day or gtc; gtc for an ioc/fok parent): a take-profit limit and a
+  stop-loss stop (stop-limit with stop_loss_limit). The pair reserves once (held by the
+  take-profit leg): the qty for sell legs, qty x the higher leg price for buy legs (the legs of a
+  sell parent; this reservation is not checked against buying power, and may take it below zero
+  until a leg ends). When one leg fills, the other is canceled. Legs are internal: they are never
+  listed, and cancelling their filled parent cancels them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+
+from django.db import transaction
+from django.utils import timezone
+
+from brokers.models import MONEY, BrokerAccount, SimAccount, SimOrder, SimPosition, SimQuote
+from brokers.types import (
+    OPEN_STATUSES,
+    AssetClass,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from config.exceptions import BrokerRejected, InsufficientFunds, OrderNotFound
+from config.market_calendars import session_close
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal("0")
+PLACES = Decimal(1).scaleb(-MONEY["decimal_places"])  # 0.0000000001: what a MONEY column keeps
+MAX_INTEGER_DIGITS = MONEY["max_digits"] - MONEY["decimal_places"]
+_CTX = Context(prec=60, rounding=ROUND_HALF_EVEN)  # wide enough that no product or sum rounds
+OPEN = [s.value for s in OPEN_STATUSES]
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+def _money(value: Decimal) -> Decimal:
+    """Rounded to what a MONEY column keeps."""
+    return value.quantize(PLACES, context=_CTX)
+
+
+def _times(a: Decimal, b: Decimal) -> Decimal:
+    return _money(_CTX.multiply(a, b))
+
+
+def _fmt(value: Decimal) -> str:
+    """0.1 -> "0.10", 0.001 -> "0.001", 100000 -> "100000.00": for details, no exponent."""
+    text = f"{value.normalize():f}"
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def checked_amount(name: str, value, *, error=BrokerRejected) -> Decimal:
+    """A positive, finite Decimal that a MONEY column holds exactly."""
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise error(f"{name} must be a number, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise error(f"{name} must be a positive number, got {value}")
+    if number.as_tuple().exponent < -MONEY["decimal_places"]:
+        raise error(f"{name} has more than {MONEY['decimal_places']} decimal places: {value}")
+    if number.adjusted() >= MAX_INTEGER_DIGITS:
+        raise error(f"{name} is too large: {value}")
+    return number
+
+
+# --- quotes -----------------------------------------------------------------------------------
+
+def get_quote(asset_class: str, symbol: str) -> Decimal | None:
+    return SimQuote.objects.filter(asset_class=asset_class, symbol=symbol).values_list("price", flat=True).first()
+
+
+def set_quote(asset_class: str, symbol: str, price) -> int:
+    """Set the quote of a symbol, then expire and match the resting orders of every account.
+
+    Returns how many orders changed (filled, triggered, canceled by their other leg, expired).
+    Bad input raises ValueError.
+    """
+    asset_class = AssetClass(asset_class)  # ValueError for an unknown asset class
+    if not symbol or len(symbol) > SimQuote._meta.get_field("symbol").max_length:
+        raise ValueError(f"symbol must be 1 to 32 characters, got {symbol!r}")
+    price = checked_amount("price", price, error=ValueError)
+    SimQuote.objects.update_or_create(asset_class=asset_class, symbol=symbol, defaults={"price": price})
+    account_ids = sorted(set(
+        SimOrder.objects.filter(account__connection__asset_class=asset_class, symbol=symbol, status__in=OPEN)
+        .values_list("account_id", flat=True)))
+    changed = 0
+    for account_id in account_ids:
+        with transaction.atomic():
+            book = _Book.lock(account_id)
+            changed += book.expire_due()
+            changed += book.match_symbol(symbol)
+    logger.info("sim quote set", extra={"asset_class": str(asset_class), "symbol": symbol, "price": str(price),
+                                        "orders_changed": changed})
+    return changed
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+def open_account(*, connection_id: int, currency: str, starting_cash: Decimal) -> SimAccount:
+    """The simulator account of a connection, created with its starting cash on first use."""
+    account = SimAccount.objects.filter(connection_id=connection_id).first()
+    if account is not None:
+        return account
+    account, _ = SimAccount.objects.get_or_create(
+        connection_id=connection_id,
+        defaults={"currency": currency, "cash": starting_cash, "last_equity": starting_cash,
+                  "last_equity_date": timezone.now().date()})
+    return account
+
+
+@dataclass(frozen=True)
+class Holding:
+    position: SimPosition
+    price: Decimal  # the quote; the average entry price when the quote was deleted
+
+    @property
+    def market_value(self) -> Decimal:
+        return _times(self.position.qty, self.price)
+
+    @property
+    def unrealized_pnl(self) -> Decimal:
+        return _times(self.position.qty, self.price - self.position.avg_entry_price)
+
+    @property
+    def unrealized_pnl_pct(self) -> Decimal:
+        """A fraction: quote / average entry - 1."""
+        return _money(_CTX.subtract(_CTX.divide(self.price, self.position.avg_entry_price), Decimal(1)))
+
+
+def holdings(*, account: SimAccount) -> list[Holding]:
+    positions = list(account.positions.order_by("symbol"))
+    asset_class = _asset_class_of(account)
+    prices = dict(SimQuote.objects.filter(asset_class=asset_class, symbol__in=[p.symbol for p in positions])
+                  .values_list("symbol", "price"))
+    return [Holding(position=p, price=prices.get(p.symbol, p.avg_entry_price)) for p in positions]
+
+
+def equity_of(*, account: SimAccount) -> Decimal:
+    """cash + sum of qty x quote."""
+    total = account.cash
+    for holding in holdings(account=account):
+        total = _CTX.add(total, holding.market_value)
+    return _money(total)
+
+
+def roll_day(*, account_id: int) -> SimAccount:
+    """The account, with last_equity moved to today's equity on the first read of a new UTC day."""
+    today = timezone.now().date()
+    account = SimAccount.objects.get(pk=account_id)
+    if account.last_equity_date >= today:
+        return account
+    with transaction.atomic():
+        account = SimAccount.objects.select_for_update().get(pk=account_id)
+        if account.last_equity_date < today:
+            account.last_equity = equity_of(account=account)
+            account.last_equity_date = today
+            account.save(update_fields=["last_equity", "last_equity_date"])
+    return account
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+def expire_due(*, account_id: int) -> int:
+    """Expire the account's open orders whose time is up; how many."""
+    due = SimOrder.objects.filter(account_id=account_id, status__in=OPEN, expires_at__lte=timezone.now())
+    if not due.exists():
+        return 0
+    with transaction.atomic():
+        return _Book.lock(account_id).expire_due()
+
+
+def place_order(*, account_id: int, request: OrderRequest) -> SimOrder:
+    """Place an order; it is matched against the quote before this returns.
+
+    A repeated broker_client_id returns the existing order. Raises BrokerRejected (no quote, a
+    malformed order) or InsufficientFunds (buying power, no shorting).
+    """
+    _check_request(request)
+    with transaction.atomic():
+        # The quote row first, then the account (set_quote locks in the same order): a placement and
+        # a new quote of its symbol are serialized, so the new quote never misses the new order.
+        quote = (SimQuote.objects.select_for_update()
+                 .filter(asset_class=request.asset_class, symbol=request.symbol).first())
+        book = _Book.lock(account_id)
+        if request.asset_class != book.asset_class:
+            raise BrokerRejected(f"this simulator account trades {book.asset_class}, not {request.asset_class}")
+        existing = SimOrder.objects.filter(account=book.account, parent__isnull=True,
+                                           broker_client_id=request.broker_client_id).first()
+        if existing is not None:
+            return existing
+        if quote is None:
+            raise BrokerRejected(f"no simulator quote for {request.symbol}; set one with manage.py sim_quote")
+        return book.place(request, quote.price)
+
+
+def cancel_order(*, account_id: int, broker_order_id: str) -> SimOrder:
+    """Cancel an open order (OrderNotFound / BrokerRejected "order is already filled").
+
+    A filled bracket parent whose legs are still open: the legs are canceled.
+    """
+    with transaction.atomic():
+        book = _Book.lock(account_id)
+        order = (SimOrder.objects.select_for_update()
+                 .filter(account=book.account, parent__isnull=True, broker_order_id=broker_order_id).first())
+        if order is None:
+            raise OrderNotFound(f"no simulator order {broker_order_id}")
+        if order.status in OPEN:
+            book.close(order, OrderStatus.CANCELED)
+            return order
+        legs = list(SimOrder.objects.select_for_update().filter(parent=order, status__in=OPEN).order_by("id"))
+        if order.status == OrderStatus.FILLED and legs:
+            for leg in legs:
+                book.close(leg, OrderStatus.CANCELED)
+            return order
+        raise BrokerRejected(f"order is already {order.status}")
+
+
+def _check_request(request: OrderRequest) -> None:
+    if not 1 <= len(request.symbol or "") <= SimOrder._meta.get_field("symbol").max_length:
+        raise BrokerRejected(f"symbol must be 1 to 32 characters, got {request.symbol!r}")
+    if not 1 <= len(request.broker_client_id or "") <= SimOrder._meta.get_field("broker_client_id").max_length:
+        raise BrokerRejected("broker_client_id must be 1 to 64 characters")
+    checked_amount("qty", request.qty)
+    if request.order_type == OrderType.LIMIT:
+        if request.limit_price is None:
+            raise BrokerRejected("a limit order needs limit_price")
+        checked_amount("limit_price", request.limit_price)
+    elif request.order_type == OrderType.STOP:
+        if request.stop_price is None:
+            raise BrokerRejected("a stop order needs stop_price")
+        checked_amount("stop_price", request.stop_price)
+        if request.stop_limit_price is not None:
+            checked_amount("stop_limit_price", request.stop_limit_price)
+    elif request.order_type != OrderType.MARKET:
+        raise BrokerRejected(f"order_type {request.order_type} is not a broker-layer type "
+                             f"(a stop-limit is order_type stop with stop_limit_price)")
+    bracket = request.bracket
+    if bracket is not None:
+        take, stop = checked_amount("take_profit", bracket.take_profit), checked_amount("stop_loss", bracket.stop_loss)
+        if bracket.stop_loss_limit is not None:
+            checked_amount("stop_loss_limit", bracket.stop_loss_limit)
+        if (request.side == Side.BUY and take <= stop) or (request.side == Side.SELL and take >= stop):
+            raise BrokerRejected(f"bracket of a {request.side}: take_profit {take} must be on the other side "
+                                 f"of stop_loss {stop}")
+
+
+def _asset_class_of(account: SimAccount) -> AssetClass:
+    return AssetClass(BrokerAccount.objects.values_list("asset_class", flat=True).get(pk=account.connection_id))
+
+
+def _crossed(side: str, stop: Decimal, price: Decimal) -> bool:
+    return price >= stop if side == Side.BUY else price <= stop
+
+
+def _marketable(side: str, limit: Decimal, price: Decimal) -> bool:
+    return price <= limit if side == Side.BUY else price >= limit
+
+
+def _opposite(side: str) -> Side:
+    return Side.SELL if side == Side.BUY else Side.BUY
+
+
+class _Book:
+    """One account's book inside one transaction, its SimAccount row locked."""
+
+    def __init__(self, account: SimAccount):
+        self.account = account
+        self.now = timezone.now()
+        self._asset_class: AssetClass | None = None
+
+    @classmethod
+    def lock(cls, account_id: int) -> _Book:
+        return cls(SimAccount.objects.select_for_update().get(pk=account_id))
+
+    @property
+    def asset_class(self) -> AssetClass:
+        if self._asset_class is None:
+            self._asset_class = _asset_class_of(self.account)
+        return self._asset_class
+
+    # placement
+
+    def place(self, request: OrderRequest, price: Decimal) -> SimOrder:
+        bracket = request.bracket
+        order = SimOrder(
+            account=self.account, broker_order_id=f"sim-{uuid.uuid4().hex}", broker_client_id=request.broker_client_id,
+            symbol=request.symbol, side=request.side, order_type=request.order_type,
+            time_in_force=request.time_in_force, qty=request.qty,
+            limit_price=request.limit_price if request.order_type == OrderType.LIMIT else None,
+            stop_price=request.stop_price if request.order_type == OrderType.STOP else None,
+            stop_limit_price=request.stop_limit_price if request.order_type == OrderType.STOP else None,
+            take_profit=bracket.take_profit if bracket else None, stop_loss=bracket.stop_loss if bracket else None,
+            stop_loss_limit=bracket.stop_loss_limit if bracket else None,
+            status=OrderStatus.ACCEPTED, submitted_at=self.now, updated_at=self.now)
+        if order.order_type != OrderType.MARKET and order.time_in_force == TimeInForce.DAY:
+            order.expires_at = session_close(self.asset_class, self.now)
+        self._reserve_for_placement(order, price)
+        order.save()
+        self.account.save(update_fields=["reserved_cash"])
+        self.match(order.pk, price, arriving=True)
+        order.refresh_from_db()
+        if order.status in OPEN and order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            self.close(order, OrderStatus.CANCELED)
+        logger.info("sim order placed", extra={"broker_order_id": order.broker_order_id, "status": order.status})
+        return order
+
+    def _reserve_for_placement(self, order: SimOrder, price: Decimal) -> None:
+        if order.side == Side.BUY:
+            needs = _times(order.qty, self._buy_price_basis(order, price))
+            if needs > self.account.buying_power:
+                raise InsufficientFunds(f"funds: buying power {_fmt(self.account.buying_power)} "
+                                        f"{self.account.currency}, order needs {_fmt(needs)}")
+            order.reserved_cash = needs
+            self.account.reserved_cash += needs
+            return
+        position = self._position(order.symbol)
+        held = position.qty if position else ZERO
+        reserved = position.reserved_qty if position else ZERO
+        if order.qty > held - reserved:
+            detail = f"funds: no shorting: holds {_fmt(held)}, sell {_fmt(order.qty)}"
+            if reserved:
+                detail += f" ({_fmt(reserved)} already held by open sell orders)"
+            raise InsufficientFunds(detail)
+        order.reserved_qty = order.qty
+        position.reserved_qty += order.qty
+        position.save(update_fields=["reserved_qty"])
+
+    @staticmethod
+    def _buy_price_basis(order: SimOrder, price: Decimal) -> Decimal:
+        if order.order_type == OrderType.LIMIT:
+            return order.limit_price
+        if order.order_type == OrderType.STOP:
+            return order.stop_limit_price if order.stop_limit_price is not None else max(order.stop_price, price)
+        return price
+
+    # matching
+
+    def match_symbol(self, symbol: str) -> int:
+        """Match the account's resting orders of a symbol against its quote, oldest first."""
+        price = get_quote(self.asset_class, symbol)
+        ids = list(SimOrder.objects.select_for_update()
+                   .filter(account=self.account, symbol=symbol, status__in=OPEN)
+                   .order_by("submitted_at", "id").values_list("id", flat=True))
+        changed: set[int] = set()
+        for order_id in ids:
+            changed |= self.match(order_id, price, arriving=False)
+        return len(changed)
+
+    def match(self, order_id: int, price: Decimal, *, arriving: bool) -> set[int]:
+        """Match one order, and the bracket legs its fill opens; the ids of the orders that changed."""
+        changed: set[int] = set()
+        todo = [(order_id, arriving)]
+        while todo:
+            next_id, next_arriving = todo.pop(0)
+            order = SimOrder.objects.select_for_update().get(pk=next_id)
+            if order.status in OPEN:
+                legs = self._match_one(order, price, next_arriving, changed)
+                todo.extend((leg_id, True) for leg_id in legs)
+        return changed
+
+    def _match_one(self, order: SimOrder, price: Decimal, arriving: bool, changed: set[int]) -> list[int]:
+        if order.order_type == OrderType.STOP and not order.triggered:
+            if not _crossed(order.side, order.stop_price, price):
+                return []
+            order.triggered, order.updated_at = True, self.now
+            order.save(update_fields=["triggered", "updated_at"])
+            changed.add(order.pk)
+            arriving = True  # from here on it behaves as a newly arrived market or limit order
+        limit = order.limit_price if order.order_type == OrderType.LIMIT else order.stop_limit_price
+        if limit is None:
+            return self._fill(order, price, changed)
+        if _marketable(order.side, limit, price):
+            return self._fill(order, price if arriving else limit, changed)
+        return []
+
+    def _fill(self, order: SimOrder, price: Decimal, changed: set[int]) -> list[int]:
+        """Fill the whole order at price; the ids of the bracket legs that this opens."""
+        siblings = []
+        if order.parent_id is not None:
+            siblings = list(SimOrder.objects.select_for_update()
+                            .filter(parent_id=order.parent_id, status__in=OPEN).exclude(pk=order.pk).order_by("id"))
+        if order.side == Side.BUY:
+            cost = _times(order.qty, price)
+            can_spend = self.account.buying_power + order.reserved_cash + sum(s.reserved_cash for s in siblings)
+            if cost > can_spend:  # a stop-market buy triggered above its stop
+                logger.warning("sim stop buy canceled: cost beyond buying power",
+                               extra={"broker_order_id": order.broker_order_id, "cost": str(cost)})
+                self.close(order, OrderStatus.CANCELED)
+                changed.add(order.pk)
+                return []
+        for sibling in siblings:  # one cancels other
+            self.close(sibling, OrderStatus.CANCELED)
+            changed.add(sibling.pk)
+        self._release(order)
+        position = self._position(order.symbol)
+        if order.side == Side.BUY:
+            self.account.cash -= cost
+            if position is None:
+                SimPosition.objects.create(account=self.account, symbol=order.symbol, qty=order.qty,
+                                           avg_entry_price=price)
+            else:
+                total = position.qty + order.qty
+                position.avg_entry_price = _money(_CTX.divide(
+                    _CTX.add(_CTX.multiply(position.qty, position.avg_entry_price), _CTX.multiply(order.qty, price)),
+                    total))
+                position.qty = total
+                position.save(update_fields=["qty", "avg_entry_price"])
+        else:
+            # The order's reservation guarantees position.qty >= order.qty.
+            self.account.cash += _times(order.qty, price)
+            position.qty -= order.qty
+            if position.qty == 0 and position.reserved_qty == 0:
+                position.delete()
+            else:
+                position.save(update_fields=["qty"])
+        self.account.save(update_fields=["cash", "reserved_cash"])
+        order.status, order.filled_qty, order.avg_fill_price, order.updated_at = (
+            OrderStatus.FILLED, order.qty, price, self.now)
+        order.save()
+        changed.add(order.pk)
+        logger.info("sim order filled", extra={"broker_order_id": order.broker_order_id, "price": str(price)})
+        return self._open_legs(order) if order.take_profit is not None else []
+
+    def _open_legs(self, parent: SimOrder) -> list[int]:
+        side = _opposite(parent.side)
+        tif = parent.time_in_force if parent.time_in_force in (TimeInForce.DAY, TimeInForce.GTC) else TimeInForce.GTC
+        expires_at = session_close(self.asset_class, self.now) if tif == TimeInForce.DAY else None
+        common = dict(account=self.account, parent=parent, symbol=parent.symbol, side=side, qty=parent.qty,
+                      time_in_force=tif, status=OrderStatus.ACCEPTED, expires_at=expires_at,
+                      submitted_at=self.now, updated_at=self.now)
+        take = SimOrder(broker_order_id=f"sim-{uuid.uuid4().hex}", order_type=OrderType.LIMIT,
+                        limit_price=parent.take_profit, **common)
+        stop = SimOrder(broker_order_id=f"sim-{uuid.uuid4().hex}", order_type=OrderType.STOP,
+                        stop_price=parent.stop_loss, stop_limit_price=parent.stop_loss_limit, **common)
+        # The pair reserves once, on the take-profit leg: only one of them can fill.
+        if side == Side.SELL:
+            take.reserved_qty = parent.qty
+            position = self._position(parent.symbol)
+            position.reserved_qty += parent.qty
+            position.save(update_fields=["reserved_qty"])
+        else:
+            highest = max(parent.take_profit, parent.stop_loss_limit or parent.stop_loss)
+            take.reserved_cash = _times(parent.qty, highest)
+            self.account.reserved_cash += take.reserved_cash
+            self.account.save(update_fields=["reserved_cash"])
+        take.save()
+        stop.save()
+        return [take.pk, stop.pk]
+
+    # endings
+
+    def expire_due(self) -> int:
+        due = list(SimOrder.objects.select_for_update()
+                   .filter(account=self.account, status__in=OPEN, expires_at__lte=self.now).order_by("id"))
+        for order in due:
+            self.close(order, OrderStatus.EXPIRED)
+        return len(due)
+
+    def close(self, order: SimOrder, status: OrderStatus) -> None:
+        """End an open order without a fill (canceled or expired), releasing what it reserved."""
+        self._release(order)
+        self.account.save(update_fields=["reserved_cash"])
+        order.status, order.updated_at = status, self.now
+        order.save(update_fields=["status", "updated_at", "reserved_cash", "reserved_qty"])
+        logger.info("sim order closed", extra={"broker_order_id": order.broker_order_id, "status": str(status)})
+
+    def _release(self, order: SimOrder) -> None:
+        if order.reserved_cash:
+            self.account.reserved_cash -= order.reserved_cash
+            order.reserved_cash = ZERO
+        if order.reserved_qty:
+            position = self._position(order.symbol)
+            position.reserved_qty -= order.reserved_qty
+            position.save(update_fields=["reserved_qty"])
+            order.reserved_qty = ZERO
+
+    def _position(self, symbol: str) -> SimPosition | None:
+        return SimPosition.objects.select_for_update().filter(account=self.account, symbol=symbol).first()
