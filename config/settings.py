@@ -226,6 +226,8 @@ KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
 KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
 UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
 BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
+# After a lost reply, how long to wait before a second lookup may call an order absent.
+BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
 
 # Gates
 RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")
@@ -249,7 +251,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
+        "urllib3": {"level": "WARNING"},
+    },
 }
 # The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %).
 RISK_MIN_TRADE_RISK_PCT = Decimal("0.01")

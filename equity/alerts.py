@@ -51,7 +51,7 @@ def deliver_first_live_alert(body: dict) -> None:
         reply = requests.post(url, json=body, timeout=settings.EQUITY_ALERT_TIMEOUT_SECONDS)
         if reply.status_code >= 300:
             logger.warning("first-live-order webhook answered %s", reply.status_code)
-    except requests.RequestException as exc:
+    except Exception as exc:  # whatever happens, the alert never escapes its thread
         logger.warning("first-live-order webhook failed: %s", exc.__class__.__name__)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -178,6 +180,8 @@ def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
         RiskManager.for_user(user).check(order=broker_request, adapter=adapter,  # gate 4
                                          exchange=connection.exchange, connection_id=connection.pk)
     except DomainError as err:
+        if isinstance(err, CredentialsRefused):
+            _mark_invalid(order.connection)
         _fail(order, err, meta)
         raise
 
@@ -195,6 +199,11 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
                        extra={"client_order_id": order.client_order_id, "exchange": order.exchange})
         try:
             result = adapter.find_order(request, submitted_at=order.attempt_started_at)
+            if result is None:
+                # A broker may take a moment to show an order it has just accepted: look once more
+                # before calling it absent, since "absent" lets a retry place a new order.
+                time.sleep(settings.BROKER_LOOKUP_RECHECK_SECONDS)
+                result = adapter.find_order(request, submitted_at=order.attempt_started_at)
         except DomainError:
             return _keep_pending(order, meta, lost)
         if result is None:  # proven absent: nothing was placed

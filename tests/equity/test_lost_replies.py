@@ -1,0 +1,161 @@
+"""When the broker fails during a placement (SPEC.md "Edge cases, decided"): never a second broker order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+import responses
+from django.core.management import call_command
+from django.utils import timezone
+
+from audit.models import BrokerOrderEvent
+from equity.models import Order
+from tests.brokers.venues.alpaca import API_KEY, DATA_URL, LIVE_URL, PAPER_URL, SECRET_KEY, FakeAlpaca, reply
+from tests.equity.helpers import assert_error, place
+
+pytestmark = pytest.mark.django_db
+ORDERS = f"{PAPER_URL}/v2/orders"
+BY_CLIENT_ID = f"{PAPER_URL}/v2/orders:by_client_order_id"
+
+
+@pytest.fixture
+def broker(settings, api_client):
+    """An Alpaca paper connection whose first order POST, or lookups, can be made to fail."""
+    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
+    fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.mock = mock  # faults are registered first: responses answers with the first match
+        yield fake
+
+
+def connect(client, fake):
+    fake.install(fake.mock, base_url=PAPER_URL)
+    resp = client.post("/api/brokers/accounts", {"asset_class": "crypto", "exchange": "alpaca",
+                                                  "environment": "paper",
+                                                  "credentials": {"api_key": API_KEY, "secret_key": SECRET_KEY}},
+                       format="json")
+    assert resp.status_code == 201, resp.content
+
+
+def lose_the_reply_after_placing(fake):
+    """The first POST reaches the broker, which places the order; its answer never arrives."""
+    def callback(request):
+        fake._submit(request)
+        raise requests.exceptions.ReadTimeout("read timed out")
+    fake.mock.add_callback(responses.POST, ORDERS, callback=callback)
+
+
+def lose_the_request(fake):
+    """The first POST times out and the broker never placed anything."""
+    def callback(request):
+        fake.order_posts.append("lost")
+        raise requests.exceptions.ReadTimeout("read timed out")
+    fake.mock.add_callback(responses.POST, ORDERS, callback=callback)
+
+
+def fail_lookups(fake, times=2):
+    for _ in range(times):
+        fake.mock.add(responses.GET, BY_CLIENT_ID, status=503, body="<html>busy</html>")
+
+
+BTC = {"asset_class": "crypto", "symbol": "BTC/USD", "side": "buy", "qty": 0.01, "order_type": "limit",
+       "limit_price": 40000, "client_order_id": "lost-1"}
+
+
+def placed_orders(fake) -> int:
+    return len(fake.orders)
+
+
+def test_a_lost_reply_for_a_placed_order_is_found_by_our_client_id_and_answered_201(api_client, broker):
+    lose_the_reply_after_placing(broker)
+    connect(api_client, broker)
+    resp = place(api_client, BTC)
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["broker_order_id"] == next(iter(broker.orders)) and placed_orders(broker) == 1
+
+
+def test_a_lost_request_proven_absent_is_502_and_a_retry_is_a_new_attempt(api_client, broker):
+    lose_the_request(broker)
+    connect(api_client, broker)
+    assert_error(place(api_client, BTC), 502, "BROKER_UNAVAILABLE")
+    assert BrokerOrderEvent.objects.filter(event_type="rejected", error_code="BROKER_UNAVAILABLE").count() == 1
+    retry = place(api_client, BTC)
+    assert retry.status_code == 201 and placed_orders(broker) == 1
+    sent_ids = [p["client_order_id"] for p in broker.order_posts if p != "lost"]
+    assert len(set(sent_ids)) == 1
+
+
+def test_an_undecidable_outcome_is_202_pending_with_a_null_broker_id(api_client, broker):
+    lose_the_reply_after_placing(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    resp = place(api_client, BTC)
+    assert resp.status_code == 202, resp.content
+    assert resp.json()["status"] == "pending" and resp.json()["broker_order_id"] is None
+    assert BrokerOrderEvent.objects.filter(event_type="pending").count() == 1
+
+
+def test_a_retry_of_a_pending_order_replays_it_after_one_more_lookup_never_a_second_order(api_client, broker):
+    lose_the_reply_after_placing(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    place(api_client, BTC)
+    again = place(api_client, BTC)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["status"] == "accepted" and again.json()["broker_order_id"] == next(iter(broker.orders))
+    assert len(broker.order_posts) == 1
+    assert BrokerOrderEvent.objects.filter(event_type="resolved").count() == 1
+
+
+def test_get_of_a_pending_order_by_order_id_looks_it_up_again(api_client, broker):
+    lose_the_reply_after_placing(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    place(api_client, BTC)
+    got = api_client.get("/api/equity/orders/lost-1", {"asset_class": "crypto"})
+    assert got.status_code == 200 and got.json()["status"] == "accepted"
+
+
+def test_reconcile_orders_resolves_pending_orders_older_than_a_minute_and_audits_it(api_client, broker):
+    lose_the_reply_after_placing(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    place(api_client, BTC)
+    call_command("reconcile_orders")  # too young: left alone
+    assert Order.objects.get().status == "pending"
+    Order.objects.update(attempt_started_at=timezone.now() - timedelta(minutes=2))
+    call_command("reconcile_orders")
+    order = Order.objects.get()
+    assert order.status == "accepted" and order.broker_order_id == next(iter(broker.orders))
+    assert BrokerOrderEvent.objects.filter(event_type="resolved").count() == 1
+
+
+def test_reconcile_marks_an_order_proven_absent_as_rejected(api_client, broker):
+    lose_the_request(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    assert place(api_client, BTC).status_code == 202
+    Order.objects.update(attempt_started_at=timezone.now() - timedelta(minutes=2))
+    call_command("reconcile_orders")
+    assert Order.objects.get().status == "rejected"
+
+
+def test_a_refused_connection_on_submit_is_502_and_nothing_is_placed(api_client, broker):
+    broker.mock.add(responses.POST, ORDERS, body=requests.exceptions.ConnectionError("connection refused"))
+    connect(api_client, broker)
+    assert_error(place(api_client, BTC), 502, "BROKER_UNAVAILABLE")
+    assert placed_orders(broker) == 0
+
+
+def test_a_5xx_on_submit_leads_to_a_lookup_not_a_resend(api_client, broker):
+    def callback(request):
+        broker._submit(request)
+        return reply(500, {"code": 50010000, "message": "internal server error"})
+    broker.mock.add_callback(responses.POST, ORDERS, callback=callback)
+    connect(api_client, broker)
+    assert place(api_client, BTC).status_code == 201
+    assert len(broker.order_posts) == 1
