@@ -72,7 +72,10 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, exceptions.APIException):
         code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        detail = exc.detail
+        if isinstance(detail, dict):  # simplejwt's InvalidToken carries {"detail", "code", "messages"}
+            detail = detail.get("detail") or next(iter(detail.values()), "")
+        detail = str(detail)
         headers = {}
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header

@@ -62,3 +62,9 @@ def test_tokens_live_15_minutes_and_refresh_1_day(client, user):
 def test_wrong_password_is_401_with_the_envelope(client, user):
     resp = client.post("/api/auth/token", {"username": "alice", "password": "nope"}, content_type="application/json")
     assert_error(resp, 401, "NOT_AUTHENTICATED")
+
+
+def test_an_invalid_token_detail_is_a_plain_sentence(client, db):
+    resp = client.get("/api/equity/orders?asset_class=crypto", HTTP_AUTHORIZATION="Bearer not-a-token")
+    body = assert_error(resp, 401, "NOT_AUTHENTICATED")
+    assert body["detail"] == "Given token not valid for any token type"

@@ -144,3 +144,10 @@ def test_trailing_slashes_work_too(api_client, sim_crypto):
     for path in ("/api/equity/orders/", "/api/equity/positions/", "/api/equity/account/",
                  f"/api/equity/orders/{placed['broker_order_id']}/"):
         assert api_client.get(path, Q).status_code == 200, path
+
+
+def test_positions_and_account_are_each_users_own(api_client, sim_crypto, bob):
+    place(api_client, crypto_market(qty=0.1))
+    assert bob.get("/api/equity/positions", Q).json()["items"] == []
+    assert bob.get("/api/equity/account", Q).json()["cash"] == 100000
+    assert api_client.get("/api/equity/account", Q).json()["cash"] == 95000
