@@ -155,6 +155,41 @@ def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) ->
 
 # --- Placement ----------------------------------------------------------------------------------
 
+@dataclass
+class Checked:
+    """What gates 1 to 4 established: the connection, its adapter and the order in broker form."""
+
+    connection: BrokerAccount
+    adapter: BrokerAdapter
+    request: OrderRequest
+
+
+def check_placement(*, user, order: Order, live: bool, meta: RequestMeta, count: bool = True) -> Checked:
+    """Gates 1 to 4, top to bottom; raises the first refusal. Sends nothing.
+
+    A what-if check runs this same function with count=False (not counted by the rate limit).
+    It notes on `order` which connection the order routes to, so a refusal's audit row names it.
+    """
+    check_flags(user=user, live=live, http_request=meta.http_request)  # gate 1
+    if count:
+        check_rate(user=user, live=live, http_request=meta.http_request)  # gate 2
+    connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)  # gate 3
+    order.connection, order.exchange = connection, connection.exchange
+    if connection.status == BrokerAccount.Status.INVALID:
+        raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
+                                  "delete it and connect again with valid keys.")
+    try:
+        adapter = build_adapter(connection)
+        order.currency = adapter.currency
+        request = to_broker_request(order)
+        RiskManager.for_user(user).check(order=request, adapter=adapter,  # gate 4
+                                         exchange=connection.exchange, connection_id=connection.pk)
+    except CredentialsRefused:
+        _mark_invalid(connection)
+        raise
+    return Checked(connection, adapter, request)
+
+
 def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
     fields = dict(fields)
     live = bool(fields.pop("live_mode", False))
@@ -166,29 +201,17 @@ def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
     if claim.replay:
         return _replay(order, meta)
 
+    order.broker_client_id = uuid.uuid4().hex  # a new one per attempt: Upbit never accepts one twice
     try:
-        check_flags(user=user, live=live, http_request=meta.http_request)  # gate 1
-        check_rate(user=user, live=live, http_request=meta.http_request)  # gate 2
-        connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)  # gate 3
-        if connection.status == BrokerAccount.Status.INVALID:
-            raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
-                                      "delete it and connect again with valid keys.")
-        adapter = build_adapter(connection)
-        order.connection, order.exchange, order.currency = connection, connection.exchange, adapter.currency
-        order.broker_client_id = uuid.uuid4().hex  # a new one per attempt: Upbit never accepts one twice
-        broker_request = to_broker_request(order)
-        RiskManager.for_user(user).check(order=broker_request, adapter=adapter,  # gate 4
-                                         exchange=connection.exchange, connection_id=connection.pk)
+        checked = check_placement(user=user, order=order, live=live, meta=meta)  # gates 1 to 4
     except DomainError as err:
-        if isinstance(err, CredentialsRefused):
-            _mark_invalid(order.connection)
         _fail(order, err, meta)
         raise
 
     with transaction.atomic():
         order.save(update_fields=["connection", "exchange", "currency", "broker_client_id"])
         record_order_event(user_id=user.pk, event_type=EventType.SUBMITTED, meta=meta, **_audit_fields(order))
-    return _send(order, adapter, broker_request, meta)  # gate 5, outside any transaction
+    return _send(order, checked.adapter, checked.request, meta)  # gate 5, outside any transaction
 
 
 def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: RequestMeta) -> Placed:
