@@ -8,6 +8,12 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """The production hasher costs ~0.5 s a password by design; tests are not what it protects."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Any real outbound connection (not loopback) fails the test loudly."""
     real_connect = socket.socket.connect
