@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 from audit.models import BrokerOrderEvent, EventType
 
-_SECRET_KEY_RE = re.compile(r"(secret|key|token|password|authorization|account_no|credential|signature)", re.I)
+# Account numbers count as secrets under each broker's name for them: account_no (ours, KIS),
+# account_number (Alpaca), CANO (KIS's wire field).
+_SECRET_KEY_RE = re.compile(r"(secret|key|token|password|authorization|account_?n(o|um)|^cano$|credential|signature)",
+                            re.I)
 
 
 @dataclass(frozen=True)

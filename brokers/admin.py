@@ -6,6 +6,8 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from brokers import services
 from brokers.models import BrokerAccount, SimQuote, TraderProfile
@@ -42,6 +44,11 @@ class BrokerAccountAdmin(admin.ModelAdmin):
     list_filter = ("exchange", "asset_class", "environment", "status")
     search_fields = ("user__username", "label")
     readonly_fields = ("key_hint", "created_at")
+
+    # An error report of a failed save (mailed to ADMINS) must not carry the typed credentials.
+    @method_decorator(sensitive_post_parameters("new_credentials"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
         creds = form.cleaned_data.get("new_credentials")

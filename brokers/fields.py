@@ -42,6 +42,21 @@ def decrypt_json(token: str) -> dict:
         raise CredentialsUndecryptable("no key in BROKER_CREDENTIALS_KEYS decrypts these credentials") from exc
 
 
+def rotate_token(token: str) -> str | None:
+    """`token` re-encrypted under the newest key; None when the newest key already encrypted it.
+
+    The plaintext never leaves this function. Raises CredentialsUndecryptable when no key reads it.
+    """
+    try:
+        Fernet(settings.BROKER_CREDENTIALS_KEYS[0].encode()).decrypt(token.encode())
+    except InvalidToken:
+        try:
+            return fernet().rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise CredentialsUndecryptable("no key in BROKER_CREDENTIALS_KEYS decrypts these credentials") from exc
+    return None
+
+
 class EncryptedJSONField(models.TextField):
     """A dict stored as one Fernet token; never readable in the database."""
 

@@ -229,6 +229,10 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
                 result = adapter.find_order(request, submitted_at=order.attempt_started_at)
         except DomainError:
             return _keep_pending(order, meta, lost)
+        if result is not None and result.broker_client_id != request.broker_client_id:
+            # Matched by its fields, not found by our client id (KIS has none): no proof at once that
+            # it is this attempt's order. It stays pending until a later lookup or reconcile_orders.
+            return _keep_pending(order, meta, lost)
         if result is None:  # proven absent: nothing was placed
             err = BrokerUnavailable("The broker did not answer and the order was not placed; retry.")
             _fail(order, err, meta)
