@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed lint clean
+.PHONY: run test install migrate seed lint clean bench bench-soak
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ run: seed
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Load figures against a floor app (bench/README.md): PostgreSQL + Redis on localhost (started if
+# down), its own databases bench_project and bench_floor, gunicorn started and stopped by PID.
+# About 4 minutes; BENCH_ARGS passes options (e.g. --sweep, --profile, --workers N).
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Two minutes of mixed load on both servers, RSS of every worker every 10 s (about 3 minutes).
+bench-soak: install
+	$(BIN)/python bench/run.py --soak-only --soak 120 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -140,7 +140,14 @@ class SimOrder(models.Model):
     updated_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["symbol", "status"]), models.Index(fields=["account", "status"])]
+        indexes = [
+            models.Index(fields=["symbol", "status"]),
+            models.Index(fields=["account", "status"]),
+            # The next expiry of an account's open orders (checked on every adapter call): one index
+            # probe, however many orders rest (bench/README.md).
+            models.Index(fields=["account", "expires_at"], name="sim_order_open_expiry_idx",
+                         condition=models.Q(status__in=["accepted", "partially_filled"])),
+        ]
         constraints = [models.UniqueConstraint(fields=["account", "broker_client_id"], name="unique_sim_client_id")]
 
     def __str__(self) -> str:

@@ -63,6 +63,6 @@ class ConnectionOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-@extend_schema_serializer(component_name="BrokerConnectionList")
+@extend_schema_serializer(component_name="BrokerConnectionList", many=False)  # {"items": [...]}, not an array
 class ConnectionList(serializers.Serializer):
     items = ConnectionOut(many=True)

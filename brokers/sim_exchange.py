@@ -43,7 +43,8 @@ import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from brokers.models import MONEY, BrokerAccount, SimAccount, SimOrder, SimPosition, SimQuote
@@ -165,35 +166,56 @@ class Holding:
         return _money(_CTX.subtract(_CTX.divide(self.price, self.position.avg_entry_price), Decimal(1)))
 
 
-def holdings(*, account: SimAccount) -> list[Holding]:
-    positions = list(account.positions.order_by("symbol"))
-    asset_class = _asset_class_of(account)
-    prices = dict(SimQuote.objects.filter(asset_class=asset_class, symbol__in=[p.symbol for p in positions])
-                  .values_list("symbol", "price"))
-    return [Holding(position=p, price=prices.get(p.symbol, p.avg_entry_price)) for p in positions]
+def holdings(*, account: SimAccount | None = None, account_id: int | None = None,
+             asset_class: str | None = None) -> list[Holding]:
+    """The account's positions at the quotes, in one query (the quote joined in by a subquery); pass
+    asset_class when it is known (the adapter knows it), else one more query looks it up."""
+    account_id = account.pk if account is not None else account_id
+    if asset_class is None:
+        asset_class = (_asset_class_of(account) if account is not None else AssetClass(
+            BrokerAccount.objects.values_list("asset_class", flat=True).get(sim_account__pk=account_id)))
+    quote = SimQuote.objects.filter(asset_class=asset_class, symbol=OuterRef("symbol")).values("price")[:1]
+    positions = SimPosition.objects.filter(account_id=account_id).annotate(quote=Subquery(quote)).order_by("symbol")
+    return [Holding(position=p, price=p.quote if p.quote is not None else p.avg_entry_price) for p in positions]
 
 
-def equity_of(*, account: SimAccount) -> Decimal:
+def equity_of(*, account: SimAccount, asset_class: str | None = None) -> Decimal:
     """cash + sum of qty x quote."""
     total = account.cash
-    for holding in holdings(account=account):
+    for holding in holdings(account=account, asset_class=asset_class):
         total = _CTX.add(total, holding.market_value)
     return _money(total)
 
 
-def roll_day(*, account_id: int) -> SimAccount:
-    """The account, with last_equity moved to today's equity on the first read of a new UTC day."""
+def roll_day(*, account_id: int | None = None, account: SimAccount | None = None,
+             asset_class: str | None = None) -> SimAccount:
+    """The account, with last_equity moved to today's equity on the first read of a new UTC day.
+
+    Given a row just read (`account`), it is not read again unless the day rolls over.
+    """
     today = timezone.now().date()
-    account = SimAccount.objects.get(pk=account_id)
+    if account is None:
+        account = SimAccount.objects.get(pk=account_id)
     if account.last_equity_date >= today:
         return account
     with transaction.atomic():
-        account = SimAccount.objects.select_for_update().get(pk=account_id)
+        account = SimAccount.objects.select_for_update().get(pk=account.pk)
         if account.last_equity_date < today:
-            account.last_equity = equity_of(account=account)
+            account.last_equity = equity_of(account=account, asset_class=asset_class)
             account.last_equity_date = today
             account.save(update_fields=["last_equity", "last_equity_date"])
     return account
+
+
+def account_with_next_expiry(**lookup) -> SimAccount | None:
+    """The SimAccount matching lookup (pk= or connection_id=), read now, in one query, annotated with
+    `next_expiry`: the earliest expires_at of its open orders (None: no open order ever expires).
+
+    The open-expiry partial index makes the annotation one index probe, however many orders rest.
+    """
+    first_expiry = (SimOrder.objects.filter(account=OuterRef("pk"), status__in=OPEN, expires_at__isnull=False)
+                    .order_by("expires_at").values("expires_at")[:1])
+    return SimAccount.objects.filter(**lookup).annotate(next_expiry=Subquery(first_expiry)).first()
 
 
 # --- orders -----------------------------------------------------------------------------------
@@ -207,28 +229,45 @@ def expire_due(*, account_id: int) -> int:
         return _Book.lock(account_id).expire_due()
 
 
-def place_order(*, account_id: int, request: OrderRequest) -> SimOrder:
+def place_order(*, account_id: int, request: OrderRequest, asset_class: str | None = None) -> SimOrder:
     """Place an order; it is matched against the quote before this returns.
 
     A repeated broker_client_id returns the existing order. Raises BrokerRejected (no quote, a
-    malformed order) or InsufficientFunds (buying power, no shorting).
+    malformed order) or InsufficientFunds (buying power, no shorting). `asset_class` is the
+    account's, when the caller knows it (saves a query).
     """
     _check_request(request)
     with transaction.atomic():
         # The quote row first, then the account (set_quote locks in the same order): a placement and
         # a new quote of its symbol are serialized, so the new quote never misses the new order.
-        quote = (SimQuote.objects.select_for_update()
-                 .filter(asset_class=request.asset_class, symbol=request.symbol).first())
-        book = _Book.lock(account_id)
+        # Placements share the quote's lock among themselves (FOR SHARE): they only read it, and
+        # every account's placements of one symbol must not queue behind each other.
+        price = _price_locked_for_placement(request.asset_class, request.symbol)
+        book = _Book.lock(account_id, asset_class=asset_class)
         if request.asset_class != book.asset_class:
             raise BrokerRejected(f"this simulator account trades {book.asset_class}, not {request.asset_class}")
         existing = SimOrder.objects.filter(account=book.account, parent__isnull=True,
                                            broker_client_id=request.broker_client_id).first()
         if existing is not None:
             return existing
-        if quote is None:
+        if price is None:
             raise BrokerRejected(f"no simulator quote for {request.symbol}; set one with manage.py sim_quote")
-        return book.place(request, quote.price)
+        return book.place(request, price)
+
+
+def _price_locked_for_placement(asset_class: str, symbol: str) -> Decimal | None:
+    """The quote's price, its row locked until the end of the transaction against set_quote (which
+    takes FOR UPDATE) but not against other placements (FOR SHARE). Other databases: FOR UPDATE
+    where they have it (SQLite serializes writers anyway)."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(SimQuote._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT price FROM {table} WHERE asset_class = %s AND symbol = %s FOR SHARE",
+                           [str(asset_class), symbol])
+            row = cursor.fetchone()
+        return row[0] if row else None
+    return (SimQuote.objects.select_for_update().filter(asset_class=asset_class, symbol=symbol)
+            .values_list("price", flat=True).first())
 
 
 def cancel_order(*, account_id: int, broker_order_id: str) -> SimOrder:
@@ -301,14 +340,14 @@ def _opposite(side: str) -> Side:
 class _Book:
     """One account's book inside one transaction, its SimAccount row locked."""
 
-    def __init__(self, account: SimAccount):
+    def __init__(self, account: SimAccount, asset_class: str | None = None):
         self.account = account
         self.now = timezone.now()
-        self._asset_class: AssetClass | None = None
+        self._asset_class: AssetClass | None = AssetClass(asset_class) if asset_class is not None else None
 
     @classmethod
-    def lock(cls, account_id: int) -> _Book:
-        return cls(SimAccount.objects.select_for_update().get(pk=account_id))
+    def lock(cls, account_id: int, asset_class: str | None = None) -> _Book:
+        return cls(SimAccount.objects.select_for_update().get(pk=account_id), asset_class)
 
     @property
     def asset_class(self) -> AssetClass:
@@ -335,8 +374,9 @@ class _Book:
         self._reserve_for_placement(order, price)
         order.save()
         self.account.save(update_fields=["reserved_cash"])
-        self.match(order.pk, price, arriving=True)
-        order.refresh_from_db()
+        # The new row is this transaction's own (no other can see it, let alone lock it): match this
+        # very instance, which then holds every change the match makes.
+        self.match(order.pk, price, arriving=True, order=order)
         if order.status in OPEN and order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
             self.close(order, OrderStatus.CANCELED)
         logger.info("sim order placed", extra={"broker_order_id": order.broker_order_id, "status": order.status})
@@ -384,13 +424,20 @@ class _Book:
             changed |= self.match(order_id, price, arriving=False)
         return len(changed)
 
-    def match(self, order_id: int, price: Decimal, *, arriving: bool) -> set[int]:
-        """Match one order, and the bracket legs its fill opens; the ids of the orders that changed."""
+    def match(self, order_id: int, price: Decimal, *, arriving: bool, order: SimOrder | None = None) -> set[int]:
+        """Match one order, and the bracket legs its fill opens; the ids of the orders that changed.
+
+        `order`: the order's instance, when the caller holds it locked and current (a placement).
+        """
         changed: set[int] = set()
         todo = [(order_id, arriving)]
+        given = order
         while todo:
             next_id, next_arriving = todo.pop(0)
-            order = SimOrder.objects.select_for_update().get(pk=next_id)
+            if given is not None and next_id == given.pk:
+                order, given = given, None
+            else:
+                order = SimOrder.objects.select_for_update().get(pk=next_id)
             if order.status in OPEN:
                 legs = self._match_one(order, price, next_arriving, changed)
                 todo.extend((leg_id, True) for leg_id in legs)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
@@ -23,7 +23,10 @@ class BrokerAccountViewSet(viewsets.ViewSet):
         return Response(ConnectionList({"items": items}).data)
 
     @extend_schema(operation_id="connect_broker_account", request=ConnectionCreate,
-                   responses={201: ConnectionOut, **_errors(400, 401, 502, 503)})
+                   examples=[OpenApiExample("The built-in simulator", request_only=True,
+                                            value={"asset_class": "kr_equity", "exchange": "sim",
+                                                   "environment": "paper", "label": "KRX simulator"})],
+                   responses={201: ConnectionOut, **_errors(400, 401, 415, 502, 503)})
     def create(self, request):
         parsed = ConnectionCreate(data=request.data)
         parsed.is_valid(raise_exception=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -49,6 +49,15 @@ def _flatten(detail) -> dict:
     return {"non_field_errors": [str(m) for m in (detail if isinstance(detail, list) else [detail])]}
 
 
+# The database answered and refused a value or a constraint: a bug (a value that validation let
+# through), never an outage; left to the middleware, which logs it and answers 500.
+_REFUSED_BY_THE_DATABASE = (DataError, IntegrityError)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    return isinstance(exc, (DatabaseError, InterfaceError)) and not isinstance(exc, _REFUSED_BY_THE_DATABASE)
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         set_rollback()
@@ -60,7 +69,7 @@ def api_exception_handler(exc, context):
         detail = f"{first[0]}: {first[1][0]}" if first[0] != "non_field_errors" else first[1][0]
         return Response(error_body("VALIDATION_ERROR", detail, errors), status=status.HTTP_400_BAD_REQUEST)
 
-    if isinstance(exc, (DatabaseError, InterfaceError)):
+    if is_database_outage(exc):
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         err = ServiceUnavailable("The database is unavailable; nothing was changed. Retry shortly.")
         return Response(error_body(err.code, err.detail), status=err.status_code)

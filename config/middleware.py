@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from django.db import DatabaseError, InterfaceError
 from django.http import JsonResponse
+
+from config.exception_handler import is_database_outage
 
 logger = logging.getLogger("equity.errors")
 
@@ -39,7 +40,7 @@ class ApiErrorsAsJsonMiddleware:
     def process_exception(self, request, exception):
         if not request.path.startswith("/api/"):
             return None
-        if isinstance(exception, (DatabaseError, InterfaceError)):
+        if is_database_outage(exception):
             logger.warning("database unavailable on %s: %s", request.path, exception.__class__.__name__)
             return JsonResponse({"code": "SERVICE_UNAVAILABLE",
                                  "detail": "The database is unavailable; retry shortly."}, status=503)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,22 +46,41 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789abcdefghijklmnopqr
 DEV_CREDENTIALS_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1ub3QtZm9yLXByb2Q="
 
 SECRET_KEY = _env("SECRET_KEY", DEV_SECRET_KEY)
-BROKER_CREDENTIALS_KEYS = [k.strip() for k in _env("BROKER_CREDENTIALS_KEYS", DEV_CREDENTIALS_KEY).split(",")
-                           if k.strip()]
+BROKER_CREDENTIALS_KEYS = [k.strip() for k in (_env("BROKER_CREDENTIALS_KEYS") or "").split(",") if k.strip()]
+if DEBUG and not BROKER_CREDENTIALS_KEYS:
+    BROKER_CREDENTIALS_KEYS = [DEV_CREDENTIALS_KEY]
 
+# With DEBUG=0 the process refuses to start (any manage.py command, gunicorn, runserver) on a
+# development secret, a development or missing credentials key, or no ALLOWED_HOSTS. The messages
+# name the variable, never its value.
 if not DEBUG:
     if SECRET_KEY == DEV_SECRET_KEY:
         raise ImproperlyConfigured("DEBUG=0 needs SECRET_KEY set to a real secret, not the development default.")
+    if not BROKER_CREDENTIALS_KEYS:
+        raise ImproperlyConfigured("DEBUG=0 needs BROKER_CREDENTIALS_KEYS: comma-separated Fernet keys, newest "
+                                   "first (make one with cryptography.fernet.Fernet.generate_key()).")
     if DEV_CREDENTIALS_KEY in BROKER_CREDENTIALS_KEYS:
         raise ImproperlyConfigured("DEBUG=0 needs BROKER_CREDENTIALS_KEYS set to real Fernet keys, "
                                    "not the development default.")
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise ImproperlyConfigured(f"BROKER_CREDENTIALS_KEYS: key {position} is not a Fernet key "
+                                       "(32 url-safe base64-encoded bytes).") from None
+
+
+_check_fernet_keys(BROKER_CREDENTIALS_KEYS)
 
 if _env("ALLOWED_HOSTS"):
     ALLOWED_HOSTS = [h.strip() for h in _env("ALLOWED_HOSTS").split(",") if h.strip()]
 elif DEBUG:
     ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
 else:
-    ALLOWED_HOSTS = []
+    raise ImproperlyConfigured("DEBUG=0 needs ALLOWED_HOSTS: the comma-separated host names this service answers to.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -74,6 +94,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "waffle",
+    "django_ratelimit",  # for its system checks on the rate-limit cache (see SILENCED_SYSTEM_CHECKS)
     "pgtrigger",
     "audit",
     "brokers",
@@ -148,10 +169,13 @@ else:
     }
 WAFFLE_CACHE_NAME = "waffle"
 
-# django-ratelimit refuses a per-process cache (E003) because counters would not be shared. The
-# embedded default is one runserver process, where a per-process counter is exact; production
-# sets REDIS_URL and gets django_redis, which the check accepts.
-SILENCED_SYSTEM_CHECKS = [] if REDIS_URL else ["django_ratelimit.E003", "django_ratelimit.W001"]
+# django-ratelimit's own system checks refuse a per-process cache (E003: counters not shared by the
+# workers) and warn on Django's RedisCache (W001). The embedded default (DEBUG=1, no REDIS_URL) is
+# one runserver process, where a per-process counter is exact: only there are both silenced.
+# With DEBUG=0 nothing is silenced, so without REDIS_URL `manage.py check` fails on E003: several
+# workers would each count their own rate limit and live daily cap. With REDIS_URL the cache is
+# django_redis, which both checks accept.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"] if DEBUG and not REDIS_URL else []
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = False
 
@@ -172,13 +196,28 @@ ADMINS = [("Operators", a.strip()) for a in (_env("ADMINS", "") or "").split(","
 EMAIL_BACKEND = _env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 SERVER_EMAIL = _env("SERVER_EMAIL", "equity-orders@localhost")
 
+# HTTPS hardening. With DEBUG=0 every knob defaults to its production value, and
+# `manage.py check --deploy` is clean given SECRET_KEY, BROKER_CREDENTIALS_KEYS, ALLOWED_HOSTS and
+# REDIS_URL. Each can be relaxed from the environment where a deployment needs it (1/0):
+#   SECURE_SSL_REDIRECT (1)               redirect http to https (0 if the proxy already does)
+#   SECURE_HSTS_SECONDS (31536000)        Strict-Transport-Security max-age, one year
+#   SECURE_HSTS_INCLUDE_SUBDOMAINS (1), SECURE_HSTS_PRELOAD (1)
+#   SESSION_COOKIE_SECURE (1), CSRF_COOKIE_SECURE (1)   admin and browsable-API cookies over https only
+#   SECURE_PROXY_SSL_HEADER (1)           trust "X-Forwarded-Proto: https" from the TLS-terminating
+#                                         proxy, which must set or strip it; 0 when clients connect directly
+#   CSRF_TRUSTED_ORIGINS (unset)          extra https origins allowed to POST forms (admin), comma-separated
+# With DEBUG=1 (local http) all of this is off.
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
-    SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 0)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", True)
+    if _bool("SECURE_PROXY_SSL_HEADER", True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    CSRF_TRUSTED_ORIGINS = [o.strip() for o in (_env("CSRF_TRUSTED_ORIGINS") or "").split(",") if o.strip()]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -211,10 +250,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Route orders to your own paper or live broker account, behind five gates.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are public, like the token routes: no authentication runs there, so
+    # a stale or forged bearer token is ignored instead of turning them into a 401.
+    "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": False,
+    # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
+    "PREPROCESSING_HOOKS": ["config.urls.document_paths_without_trailing_slash"],
     "ENUM_NAME_OVERRIDES": {},
 }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
@@ -14,8 +15,22 @@ STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
 
 
+@extend_schema_field({"type": "number", "format": "double", "minimum": 1e-10,
+                      "maximum": 10**12, "exclusiveMaximum": True})
+class PositiveAmount(serializers.DecimalField):
+    """A price or a quantity: a JSON number > 0 and < 10^12, with at most 10 decimal places (so >= 1e-10).
+
+    The bound keeps every product the service computes (notional, risk = qty x price distance) under
+    10^24, which a 28-digit Decimal holds to the cent. The "> 0" check runs in the serializer's
+    validate(), so that every field's error is named at once.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=22, decimal_places=10, **kwargs)
+
+
 def _money(**kwargs):
-    return serializers.DecimalField(max_digits=28, decimal_places=10, **kwargs)
+    return PositiveAmount(**kwargs)
 
 
 def _positive(value: Decimal | None, name: str, errors: dict) -> None:
@@ -34,8 +49,21 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """The schema says it too: a strict serializer's object admits no other property."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
 @extend_schema_serializer(component_name="BracketSpec")
 class BracketSpec(StrictSerializer):
+    """Exit orders placed once the entry fills: for a buy, take_profit > entry > stop_loss; mirrored for a sell."""
+
     take_profit = _money(help_text="Take-profit limit price.")
     stop_loss = _money(help_text="Protective stop price.")
     stop_loss_limit = _money(required=False, allow_null=True, default=None,
@@ -52,6 +80,8 @@ class BracketSpec(StrictSerializer):
 
 @extend_schema_serializer(component_name="PlaceOrderRequest")
 class PlaceOrderRequest(StrictSerializer):
+    """An order for your own broker account of the asset class; unknown fields are refused."""
+
     asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
     symbol = serializers.CharField(min_length=1, max_length=32, trim_whitespace=True,
                                    help_text="The broker-native symbol: AAPL, 005930, BTC/USD, KRW-BTC.")
@@ -146,13 +176,11 @@ def _number(**kwargs):
     return serializers.DecimalField(max_digits=None, decimal_places=None, coerce_to_string=False, **kwargs)
 
 
+@extend_schema_field(BracketSpec)  # one component for the bracket, in and out, as the source's types have it
 class BracketOut(serializers.Serializer):
     take_profit = _number()
     stop_loss = _number()
     stop_loss_limit = _number(allow_null=True, required=False)
-
-    class Meta:
-        ref_name = "BracketSpec"
 
 
 @extend_schema_serializer(component_name="OrderMetadata")
@@ -202,7 +230,7 @@ class OrderResponse(serializers.Serializer):
         return data
 
 
-@extend_schema_serializer(component_name="OrderListResponse")
+@extend_schema_serializer(component_name="OrderListResponse", many=False)  # a page object, not an array
 class OrderListResponse(serializers.Serializer):
     items = OrderResponse(many=True)
     total = serializers.IntegerField()

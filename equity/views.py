@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+import dataclasses
+import ipaddress
+import re
+import uuid
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.services import RequestMeta
+from brokers.types import AssetClass
+from config.exceptions import OrderNotFound
 from equity import selectors, services
 from equity.serializers import (AccountResponse, ErrorResponse, OrderListQuery, OrderListResponse, OrderQuery,
                                 OrderResponse, PlaceOrderRequest, PositionListResponse, SnapshotQuery)
@@ -15,8 +22,8 @@ from equity.serializers import (AccountResponse, ErrorResponse, OrderListQuery, 
 
 def errors(*codes: int) -> dict:
     text = {400: "VALIDATION_ERROR", 401: "NOT_AUTHENTICATED",
-            403: "BROKER_NOT_CONFIGURED, LIVE_NOT_ENABLED", 404: "ORDER_NOT_FOUND",
-            409: "IDEMPOTENCY_IN_PROGRESS",
+            403: "BROKER_NOT_CONFIGURED, LIVE_NOT_ENABLED, TRADING_HALTED", 404: "ORDER_NOT_FOUND",
+            409: "IDEMPOTENCY_IN_PROGRESS", 415: "UNSUPPORTED_MEDIA_TYPE",
             422: "RISK_RULE_VIOLATION, MARKET_CLOSED, INSUFFICIENT_FUNDS, BROKER_REJECTED, VALIDATION_ERROR",
             429: "RATE_LIMIT_EXCEEDED, RATE_LIMIT_LIVE_DAILY", 502: "BROKER_UNAVAILABLE",
             503: "FEATURE_DISABLED, SERVICE_UNAVAILABLE"}
@@ -24,8 +31,24 @@ def errors(*codes: int) -> dict:
 
 
 READ_ERRORS = errors(400, 401, 403, 404, 502, 503)
+EXAMPLE_ORDER_ID = "example-order-1"
+PLACE_ORDER_EXAMPLES = [
+    OpenApiExample("Market buy", request_only=True,
+                   value={"asset_class": "crypto", "symbol": "BTC/USD", "side": "buy", "qty": 0.01,
+                          "order_type": "market"}),
+    OpenApiExample("Limit buy with a bracket and an idempotency key", request_only=True,
+                   value={"asset_class": "crypto", "symbol": "BTC/USD", "side": "buy", "qty": 0.01,
+                          "order_type": "limit", "limit_price": 30000, "time_in_force": "gtc",
+                          "bracket": {"take_profit": 36000, "stop_loss": 28000},
+                          "client_order_id": EXAMPLE_ORDER_ID}),
+]
 ORDER_REF = OpenApiParameter("broker_order_id", str, OpenApiParameter.PATH,
-                             description="The broker's order id, or the order_id (= client_order_id).")
+                             description="The broker's order id, or the order_id (= client_order_id).",
+                             examples=[OpenApiExample("An order_id", value=EXAMPLE_ORDER_ID)])
+# The same query parameter as OrderQuery's, with the example that goes with the order_id above.
+ORDER_ASSET_CLASS = OpenApiParameter("asset_class", str, OpenApiParameter.QUERY, required=True,
+                                     enum=[a.value for a in AssetClass], description="The order's asset class.",
+                                     examples=[OpenApiExample("crypto", value="crypto")])
 
 
 def _parse(serializer_class, data):
@@ -34,17 +57,44 @@ def _parse(serializer_class, data):
     return parsed.validated_data
 
 
+def _order_ref(value: str) -> str:
+    """The order id of the path. One that no order can have (it holds a NUL, which no database column
+    takes) is simply not found, like any id that is not the caller's."""
+    if "\x00" in value:
+        raise OrderNotFound()
+    return value
+
+
+_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _request_meta(request) -> RequestMeta:
+    """RequestMeta with the client's own headers parsed: an X-Forwarded-For that is not an IP address,
+    or an X-Request-ID that is not 1 to 64 printable ASCII characters, is ignored rather than
+    failing the audit row (and with it the order)."""
+    meta = RequestMeta.of(request)
+    client_ip, request_id = meta.client_ip, meta.request_id
+    if client_ip:
+        try:
+            ipaddress.ip_address(client_ip)
+        except ValueError:
+            client_ip = request.META.get("REMOTE_ADDR") or None
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
+    return dataclasses.replace(meta, client_ip=client_ip, request_id=request_id)
+
+
 class OrderViewSet(viewsets.ViewSet):
     lookup_field = "broker_order_id"
     lookup_value_regex = r"[^/]+"
 
-    @extend_schema(operation_id="place_order", request=PlaceOrderRequest,
+    @extend_schema(operation_id="place_order", request=PlaceOrderRequest, examples=PLACE_ORDER_EXAMPLES,
                    responses={201: OrderResponse, 200: OpenApiResponse(OrderResponse, description="Idempotent replay"),
                               202: OpenApiResponse(OrderResponse, description="Outcome unknown: status pending"),
-                              **errors(400, 401, 403, 409, 422, 429, 502, 503)})
+                              **errors(400, 401, 403, 409, 415, 422, 429, 502, 503)})
     def create(self, request):
         fields = _parse(PlaceOrderRequest, request.data)
-        placed = services.place_order(user=request.user, fields=fields, meta=RequestMeta.of(request))
+        placed = services.place_order(user=request.user, fields=fields, meta=_request_meta(request))
         return Response(OrderResponse(placed.order).data, status=placed.http_status, headers=placed.headers)
 
     @extend_schema(operation_id="list_orders", parameters=[OrderListQuery],
@@ -55,22 +105,23 @@ class OrderViewSet(viewsets.ViewSet):
                                              status=q.get("status"), page=q["page"], size=q["size"])
         return Response(OrderListResponse(page).data)
 
-    @extend_schema(operation_id="get_order", parameters=[ORDER_REF, OrderQuery],
+    @extend_schema(operation_id="get_order", parameters=[ORDER_REF, OrderQuery, ORDER_ASSET_CLASS],
                    responses={200: OrderResponse, **READ_ERRORS})
     def retrieve(self, request, broker_order_id=None):
         q = _parse(OrderQuery, request.query_params)
-        order = selectors.order_get_for_user(user=request.user, order_ref=broker_order_id,
+        order = selectors.order_get_for_user(user=request.user, order_ref=_order_ref(broker_order_id),
                                              asset_class=q["asset_class"], live=q["live_mode"])
         return Response(OrderResponse(order).data)
 
-    @extend_schema(operation_id="cancel_order", parameters=[ORDER_REF, OrderQuery],
-                   responses={204: OpenApiResponse(description="Canceled"), **errors(400, 401, 403, 404, 422, 502, 503)})
+    @extend_schema(operation_id="cancel_order", parameters=[ORDER_REF, OrderQuery, ORDER_ASSET_CLASS],
+                   responses={204: OpenApiResponse(description="Canceled"),
+                              **errors(400, 401, 403, 404, 422, 502, 503)})
     def destroy(self, request, broker_order_id=None):
         q = _parse(OrderQuery, request.query_params)
-        order = selectors.owned_order(user=request.user, order_ref=broker_order_id, asset_class=q["asset_class"],
-                                      live=q["live_mode"])
+        order = selectors.owned_order(user=request.user, order_ref=_order_ref(broker_order_id),
+                                      asset_class=q["asset_class"], live=q["live_mode"])
         services.cancel_order(user=request.user, order=order, adapter=selectors.adapter_for_order(order),
-                              meta=RequestMeta.of(request))
+                              meta=_request_meta(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

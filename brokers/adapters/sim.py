@@ -4,19 +4,25 @@ Paper only, all three asset classes. Credentials: {} or {"starting_cash": "25000
 that is not a positive amount is refused like bad keys: CredentialsRefused). The simulator
 account of a connection is created on its first use. Every call first expires the
 account's due day orders (the simulator's expiry is lazy).
+
+Round trips (bench/README.md, "what the profile showed"): one adapter serves one request, so it
+keeps what it learnt from its last look at the account for at most EXPIRY_RECHECK: the account
+id and when its next open order expires. A call within that window, before that time, skips the
+expiry check (nothing of the account's was due, and nothing placed through this adapter is);
+every other call checks again. The account row itself is read fresh by every account() call.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
 
 from brokers import sim_exchange
-from brokers.models import SimOrder
+from brokers.models import SimAccount, SimOrder
 from brokers.types import (
     FINAL_STATUSES,
     OPEN_STATUSES,
@@ -36,6 +42,9 @@ from brokers.types import (
 from config.exceptions import BrokerNotConfigured, BrokerRejected, CredentialsRefused, OrderNotFound
 
 logger = logging.getLogger(__name__)
+
+# How long a look at the account's expiries stays good for this adapter (see the module docstring).
+EXPIRY_RECHECK = timedelta(seconds=1)
 
 CURRENCIES: dict[AssetClass, str] = {
     AssetClass.US_EQUITY: "USD",
@@ -57,11 +66,16 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
         self._connection_id = connection_id
         self._starting_cash_given = (credentials or {}).get("starting_cash")
         self._account_id: int | None = None
+        self._checked_at: datetime | None = None  # the last expiry check: when, and what it found
+        self._next_expiry: datetime | None = None
 
     # --- writes -----------------------------------------------------------------------------
 
     def place_order(self, order: OrderRequest) -> BrokerOrder:
-        placed = sim_exchange.place_order(account_id=self._account(), request=order)
+        placed = sim_exchange.place_order(account_id=self._account(), request=order, asset_class=self.asset_class)
+        if placed.expires_at is not None and placed.status in OPEN_VALUES and (
+                self._next_expiry is None or placed.expires_at < self._next_expiry):
+            self._next_expiry = placed.expires_at
         return _to_broker_order(placed)
 
     def cancel_order(self, broker_order_id: str, *, symbol: str | None = None) -> None:
@@ -79,31 +93,33 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
                     since: datetime | None = None) -> list[BrokerOrder]:
         orders = self._orders()
         if scope == ListScope.OPEN:
-            orders = orders.filter(status__in=[s.value for s in OPEN_STATUSES])
+            orders = orders.filter(status__in=OPEN_VALUES)
         elif scope == ListScope.CLOSED:
             orders = orders.filter(status__in=[s.value for s in FINAL_STATUSES])
         if symbol is not None:
             orders = orders.filter(symbol=symbol)
         if since is not None:
             orders = orders.filter(submitted_at__gte=since)
-        return [_to_broker_order(o) for o in orders.order_by("-submitted_at", "-id")]
+        # Plain rows, not model instances: a listing can be long, and an instance costs more than
+        # the BrokerOrder made from it.
+        return [_row_to_broker_order(row) for row in
+                orders.order_by("-submitted_at", "-id").values_list(*_ORDER_COLUMNS)]
 
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
         found = self._orders().filter(broker_client_id=order.broker_client_id).first()
         return _to_broker_order(found) if found is not None else None
 
     def positions(self) -> list[Position]:
-        account = sim_exchange.roll_day(account_id=self._account())
         return [Position(symbol=h.position.symbol, qty=h.position.qty, avg_entry_price=h.position.avg_entry_price,
                          current_price=h.price, unrealized_pnl=h.unrealized_pnl,
                          unrealized_pnl_pct=h.unrealized_pnl_pct, currency=self.currency)
-                for h in sim_exchange.holdings(account=account)]
+                for h in sim_exchange.holdings(account_id=self._account(), asset_class=self.asset_class)]
 
     def account(self) -> Account:
-        account = sim_exchange.roll_day(account_id=self._account())
-        return Account(equity=sim_exchange.equity_of(account=account), buying_power=account.buying_power,
-                       cash=account.cash, currency=account.currency, as_of=timezone.now(),
-                       last_equity=account.last_equity)
+        account = sim_exchange.roll_day(account=self._fresh_account(), asset_class=self.asset_class)
+        return Account(equity=sim_exchange.equity_of(account=account, asset_class=self.asset_class),
+                       buying_power=account.buying_power, cash=account.cash, currency=account.currency,
+                       as_of=timezone.now(), last_equity=account.last_equity)
 
     def latest_price(self, symbol: str) -> Decimal:
         price = sim_exchange.get_quote(self.asset_class, symbol)
@@ -115,11 +131,28 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
 
     def _account(self) -> int:
         """The id of this connection's simulator account (created on first use), its due orders expired."""
-        if self._account_id is None:
-            self._account_id = sim_exchange.open_account(
-                connection_id=self._connection_id, currency=self.currency, starting_cash=self._starting_cash()).pk
-        sim_exchange.expire_due(account_id=self._account_id)
-        return self._account_id
+        now = timezone.now()
+        if (self._account_id is not None and self._checked_at is not None
+                and timedelta(0) <= now - self._checked_at < EXPIRY_RECHECK
+                and (self._next_expiry is None or now < self._next_expiry)):
+            return self._account_id
+        return self._fresh_account().pk
+
+    def _fresh_account(self) -> SimAccount:
+        """The account row read now (created on first use), its due orders expired first: one query
+        when none is due."""
+        lookup = {"pk": self._account_id} if self._account_id is not None else {"connection_id": self._connection_id}
+        account = sim_exchange.account_with_next_expiry(**lookup)
+        if account is None:
+            sim_exchange.open_account(connection_id=self._connection_id, currency=self.currency,
+                                      starting_cash=self._starting_cash())
+            account = sim_exchange.account_with_next_expiry(connection_id=self._connection_id)
+        now = timezone.now()
+        if account.next_expiry is not None and account.next_expiry <= now:
+            sim_exchange.expire_due(account_id=account.pk)
+            account = sim_exchange.account_with_next_expiry(pk=account.pk)
+        self._account_id, self._checked_at, self._next_expiry = account.pk, now, account.next_expiry
+        return account
 
     def _orders(self):
         """The account's own orders; bracket legs are internal and never shown."""
@@ -132,11 +165,25 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
         return sim_exchange.checked_amount("starting_cash", given, error=CredentialsRefused)
 
 
+OPEN_VALUES = [s.value for s in OPEN_STATUSES]
+_SIDES = {s.value: s for s in Side}
+_TYPES = {t.value: t for t in OrderType}
+_STATUSES = {s.value: s for s in OrderStatus}
+_TIFS = {t.value: t for t in TimeInForce}
+_ORDER_COLUMNS = ("broker_order_id", "broker_client_id", "symbol", "side", "qty", "filled_qty", "avg_fill_price",
+                  "order_type", "status", "submitted_at", "updated_at", "limit_price", "stop_price",
+                  "stop_limit_price", "time_in_force")
+
+
 def _to_broker_order(order: SimOrder) -> BrokerOrder:
+    return _row_to_broker_order(tuple(getattr(order, c) for c in _ORDER_COLUMNS))
+
+
+def _row_to_broker_order(row: tuple) -> BrokerOrder:
+    (broker_order_id, broker_client_id, symbol, side, qty, filled_qty, avg_fill_price, order_type, status,
+     submitted_at, updated_at, limit_price, stop_price, stop_limit_price, time_in_force) = row
     return BrokerOrder(
-        broker_order_id=order.broker_order_id, broker_client_id=order.broker_client_id, symbol=order.symbol,
-        side=Side(order.side), qty=order.qty, filled_qty=order.filled_qty, avg_fill_price=order.avg_fill_price,
-        order_type=OrderType(order.order_type), status=OrderStatus(order.status),
-        submitted_at=order.submitted_at, updated_at=order.updated_at, limit_price=order.limit_price,
-        stop_price=order.stop_price, stop_limit_price=order.stop_limit_price,
-        time_in_force=TimeInForce(order.time_in_force))
+        broker_order_id=broker_order_id, broker_client_id=broker_client_id, symbol=symbol, side=_SIDES[side],
+        qty=qty, filled_qty=filled_qty, avg_fill_price=avg_fill_price, order_type=_TYPES[order_type],
+        status=_STATUSES[status], submitted_at=submitted_at, updated_at=updated_at, limit_price=limit_price,
+        stop_price=stop_price, stop_limit_price=stop_limit_price, time_in_force=_TIFS[time_in_force])
