@@ -80,43 +80,47 @@ class OrderPage:
     size: int
 
 
-def _refresh_unsettled(user, connection: BrokerAccount, adapter: BrokerAdapter, asset_class: str, live: bool) -> None:
-    """Bring the stored state of not-yet-final orders up to the broker's, in one broker listing."""
-    unsettled = list(Order.objects.filter(user=user, asset_class=asset_class, environment=_environment(live),
-                                          attempt=Attempt.DONE, status__in=NOT_FINAL,
-                                          connection=connection)
-                     .exclude(broker_order_id=None))
+def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> bool:
+    """Bring the stored state of the not-yet-final orders among `orders` up to the broker's, with one
+    broker listing over their time window. True when any changed.
+
+    Only the page being shown is refreshed, so the cost follows the page size, not the user's
+    history; orders off the page are brought up to date when they are shown, read one by one,
+    or resolved by reconcile_orders.
+    """
+    unsettled = [o for o in orders if o.status in NOT_FINAL and o.broker_order_id]
     if not unsettled:
-        return
+        return False
     since = min(o.submitted_at or o.attempt_started_at for o in unsettled) - timedelta(seconds=5)
     try:
         fresh = {b.broker_order_id: b for b in adapter.list_orders(scope=ListScope.ALL, since=since)}
     except DomainError as err:
         _mark_invalid_on_refusal(connection, err)
         raise
-    changed_rows = []
-    for order in unsettled:
-        broker = fresh.get(order.broker_order_id)
-        if broker is not None and apply_broker_state(order, broker):
-            changed_rows.append(order)
+    changed_rows = [o for o in unsettled
+                    if o.broker_order_id in fresh and apply_broker_state(o, fresh[o.broker_order_id])]
     if changed_rows:
         with transaction.atomic():
             Order.objects.bulk_update(changed_rows, ["status", "filled_qty", "avg_fill_price", "updated_at",
                                                      "submitted_at"])
+    return bool(changed_rows)
 
 
 def order_list_for_user(*, user, asset_class: str, live: bool, status: str | None, page: int,
                         size: int) -> OrderPage:
     """The caller's orders placed through this service, newest first, with the broker's fresh state."""
     connection = BotRegistry.connection_for_user(user.pk, asset_class, live=live)
-    _refresh_unsettled(user, connection, build_adapter(connection), asset_class, live)
+    adapter = build_adapter(connection)
     rows = Order.objects.filter(user=user, asset_class=asset_class, environment=_environment(live),
                                 attempt=Attempt.DONE)
     if status:
         rows = rows.filter(status__in=STATUS_GROUPS[status])
-    total = rows.count()
     start = (page - 1) * size
-    items = list(rows.order_by("-submitted_at", "-id")[start:start + size]) if start < total else []
+    ordered = rows.order_by("-submitted_at", "-id")
+    items = list(ordered[start:start + size])
+    if _refresh_unsettled(connection, adapter, items) and status:
+        items = list(ordered[start:start + size])  # a refreshed order may have left the status group
+    total = rows.count()
     return OrderPage(items=items, total=total, page=page, size=size)
 
 
