@@ -1,0 +1,45 @@
+"""Each route's number of database queries is pinned and does not grow with the user's orders,
+positions or audit rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.equity.helpers import crypto_limit, crypto_market, place
+
+pytestmark = pytest.mark.django_db
+Q = {"asset_class": "crypto"}
+
+
+def _history(client, n):
+    for _ in range(n):
+        place(client, crypto_limit())
+        place(client, crypto_market(qty=0.001))
+
+
+def _route(client, name):
+    placed = place(client, crypto_limit()).json()
+    return {
+        "place": lambda: place(client, crypto_limit()),
+        "get": lambda: client.get(f"/api/equity/orders/{placed['broker_order_id']}", Q),
+        "list": lambda: client.get("/api/equity/orders", Q),
+        "positions": lambda: client.get("/api/equity/positions", Q),
+        "account": lambda: client.get("/api/equity/account", Q),
+        "cancel": lambda: client.delete(f"/api/equity/orders/{placed['broker_order_id']}?asset_class=crypto"),
+    }[name]
+
+
+@pytest.mark.parametrize("name,ceiling", [("place", 40), ("get", 12), ("list", 12), ("positions", 10),
+                                          ("account", 10), ("cancel", 20)])
+def test_route_queries_are_bounded_and_do_not_grow_with_history(api_client, sim_crypto, settings, name, ceiling,
+                                                                django_assert_max_num_queries):
+    settings.RATE_LIMIT_ORDERS = "1000/m"
+    _history(api_client, 2)
+    call = _route(api_client, name)
+    with django_assert_max_num_queries(ceiling) as few:
+        assert call().status_code < 300
+    baseline = len(few.captured_queries)
+    _history(api_client, 10)
+    call = _route(api_client, name)
+    with django_assert_max_num_queries(baseline):
+        assert call().status_code < 300
