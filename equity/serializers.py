@@ -100,7 +100,9 @@ class PlaceOrderRequest(StrictSerializer):
         choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
         help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
     report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
-    live_mode = serializers.BooleanField(required=False, default=False)
+    # No serializer default: with one, the shared schema component would list it as required, and
+    # a generated client would demand it. Omitted means false (place_order).
+    live_mode = serializers.BooleanField(required=False, help_text="true routes to the live account. Default: false.")
 
     def validate_symbol(self, value: str) -> str:
         if not value:

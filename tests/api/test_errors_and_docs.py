@@ -68,3 +68,9 @@ def test_an_invalid_token_detail_is_a_plain_sentence(client, db):
     resp = client.get("/api/equity/orders?asset_class=crypto", HTTP_AUTHORIZATION="Bearer not-a-token")
     body = assert_error(resp, 401, "NOT_AUTHENTICATED")
     assert body["detail"] == "Given token not valid for any token type"
+
+
+def test_place_order_request_requires_only_the_spec_required_fields(api_client):
+    schema = api_client.get("/api/schema", HTTP_ACCEPT="application/json").json()
+    required = set(schema["components"]["schemas"]["PlaceOrderRequest"]["required"])
+    assert required == {"asset_class", "symbol", "side", "qty", "order_type"}
