@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -25,12 +26,27 @@ class RequestMeta:
 
     @classmethod
     def of(cls, request) -> RequestMeta:
+        """From the client's own headers: an X-Forwarded-For that is not an IP address, or an
+        X-Request-ID that is not 1 to 64 printable ASCII characters, is ignored rather than failing
+        the audit row (and with it the order)."""
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        ip = forwarded.split(",")[0].strip() if forwarded else request.META.get("REMOTE_ADDR")
+        ip = _ip_or_none(forwarded.split(",")[0].strip()) or _ip_or_none(request.META.get("REMOTE_ADDR"))
+        request_id = request.META.get("HTTP_X_REQUEST_ID", "")
+        if not _REQUEST_ID_RE.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
         body = request.data if isinstance(getattr(request, "data", None), dict) else None
-        return cls(request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64] or uuid.uuid4().hex,
-                   client_ip=ip or None, body=scrub(dict(body)) if body is not None else None,
+        return cls(request_id=request_id, client_ip=ip, body=scrub(dict(body)) if body is not None else None,
                    http_request=getattr(request, "_request", request))
+
+
+_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
 
 
 def scrub(value):

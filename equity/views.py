@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
-import re
-import uuid
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -65,25 +61,6 @@ def _order_ref(value: str) -> str:
     return value
 
 
-_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
-
-
-def _request_meta(request) -> RequestMeta:
-    """RequestMeta with the client's own headers parsed: an X-Forwarded-For that is not an IP address,
-    or an X-Request-ID that is not 1 to 64 printable ASCII characters, is ignored rather than
-    failing the audit row (and with it the order)."""
-    meta = RequestMeta.of(request)
-    client_ip, request_id = meta.client_ip, meta.request_id
-    if client_ip:
-        try:
-            ipaddress.ip_address(client_ip)
-        except ValueError:
-            client_ip = request.META.get("REMOTE_ADDR") or None
-    if not _REQUEST_ID_RE.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
-    return dataclasses.replace(meta, client_ip=client_ip, request_id=request_id)
-
-
 class OrderViewSet(viewsets.ViewSet):
     lookup_field = "broker_order_id"
     lookup_value_regex = r"[^/]+"
@@ -94,7 +71,7 @@ class OrderViewSet(viewsets.ViewSet):
                               **errors(400, 401, 403, 409, 415, 422, 429, 502, 503)})
     def create(self, request):
         fields = _parse(PlaceOrderRequest, request.data)
-        placed = services.place_order(user=request.user, fields=fields, meta=_request_meta(request))
+        placed = services.place_order(user=request.user, fields=fields, meta=RequestMeta.of(request))
         return Response(OrderResponse(placed.order).data, status=placed.http_status, headers=placed.headers)
 
     @extend_schema(operation_id="list_orders", parameters=[OrderListQuery],
@@ -121,7 +98,7 @@ class OrderViewSet(viewsets.ViewSet):
         order = selectors.owned_order(user=request.user, order_ref=_order_ref(broker_order_id),
                                       asset_class=q["asset_class"], live=q["live_mode"])
         services.cancel_order(user=request.user, order=order, adapter=selectors.adapter_for_order(order),
-                              meta=_request_meta(request))
+                              meta=RequestMeta.of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
