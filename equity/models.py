@@ -74,3 +74,30 @@ class Order(models.Model):
     @property
     def live(self) -> bool:
         return self.environment == "live"
+
+
+class OrderTally(models.Model):
+    """How many placed orders (attempt done) a user has per asset class, environment and status.
+
+    Written only by database triggers on equity_order (migration 0003), never by Python: every
+    write path — services, the list's refresh, reconcile_orders, admin, a raw UPDATE — keeps it
+    right, and the list's `total` is one indexed read instead of a count over the user's whole
+    history (bench/README.md: the count was most of the list's time at 100,000 orders).
+    """
+
+    # No database FK: when a user is deleted, Django may delete these rows before the orders, whose
+    # delete trigger then writes a (negative) row for a user about to vanish.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_constraint=False,
+                             related_name="+")
+    asset_class = models.CharField(max_length=16)
+    environment = models.CharField(max_length=8)
+    status = models.CharField(max_length=20)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "asset_class", "environment", "status"], name="one_tally_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} {self.asset_class} {self.environment} {self.status}: {self.n}"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from audit.selectors import owned_order_event
 from brokers.base import BrokerAdapter
@@ -14,7 +14,7 @@ from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
 from config.exceptions import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
-from equity.models import Attempt, Order
+from equity.models import Attempt, Order, OrderTally
 from equity.services import apply_broker_state, resolve_pending
 
 STATUS_GROUPS = {
@@ -111,16 +111,19 @@ def order_list_for_user(*, user, asset_class: str, live: bool, status: str | Non
     """The caller's orders placed through this service, newest first, with the broker's fresh state."""
     connection = BotRegistry.connection_for_user(user.pk, asset_class, live=live)
     adapter = build_adapter(connection)
-    rows = Order.objects.filter(user=user, asset_class=asset_class, environment=_environment(live),
-                                attempt=Attempt.DONE)
+    key = {"user": user, "asset_class": asset_class, "environment": _environment(live)}
+    rows = Order.objects.filter(**key, attempt=Attempt.DONE)
+    tallies = OrderTally.objects.filter(**key)
     if status:
         rows = rows.filter(status__in=STATUS_GROUPS[status])
+        tallies = tallies.filter(status__in=STATUS_GROUPS[status])
     start = (page - 1) * size
     ordered = rows.order_by("-submitted_at", "-id")
     items = list(ordered[start:start + size])
     if _refresh_unsettled(connection, adapter, items) and status:
         items = list(ordered[start:start + size])  # a refreshed order may have left the status group
-    total = rows.count()
+    # The triggers' tally, not rows.count(): the same number, without reading the whole history.
+    total = tallies.aggregate(total=Sum("n"))["total"] or 0
     return OrderPage(items=items, total=total, page=page, size=size)
 
 

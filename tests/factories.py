@@ -6,8 +6,10 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from brokers.models import BrokerAccount, SimQuote, TraderProfile
+from equity.models import Attempt, Order
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -49,3 +51,29 @@ class SimQuoteFactory(factory.django.DjangoModelFactory):
     asset_class = "crypto"
     symbol = "BTC/USD"
     price = Decimal("50000")
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """A placed order as the service stores it (attempt done, accepted at the broker)."""
+
+    class Meta:
+        model = Order
+
+    user = factory.SubFactory(UserFactory)
+    client_order_id = factory.Sequence(lambda n: f"order-{n}")
+    request_fingerprint = "0" * 64
+    attempt = Attempt.DONE
+    attempt_started_at = factory.LazyFunction(timezone.now)
+    submitted_at = factory.LazyAttribute(lambda o: o.attempt_started_at)
+    asset_class = "crypto"
+    exchange = "sim"
+    environment = "paper"
+    currency = "USD"
+    symbol = "BTC/USD"
+    side = "buy"
+    order_type = "limit"
+    time_in_force = "gtc"
+    qty = Decimal("0.01")
+    limit_price = Decimal("40000")
+    broker_order_id = factory.Sequence(lambda n: f"broker-{n}")
+    status = "accepted"
