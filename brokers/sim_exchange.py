@@ -43,7 +43,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -57,7 +57,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import BrokerRejected, InsufficientFunds, OrderNotFound
+from config.exceptions import BrokerRejected, DomainError, InsufficientFunds, OrderNotFound
 from config.market_calendars import session_close
 
 logger = logging.getLogger(__name__)
@@ -172,8 +172,7 @@ def holdings(*, account: SimAccount | None = None, account_id: int | None = None
     asset_class when it is known (the adapter knows it), else one more query looks it up."""
     account_id = account.pk if account is not None else account_id
     if asset_class is None:
-        asset_class = (_asset_class_of(account) if account is not None else AssetClass(
-            BrokerAccount.objects.values_list("asset_class", flat=True).get(sim_account__pk=account_id)))
+        asset_class = _asset_class_of(account) if account is not None else _asset_class_of_id(account_id)
     quote = SimQuote.objects.filter(asset_class=asset_class, symbol=OuterRef("symbol")).values("price")[:1]
     positions = SimPosition.objects.filter(account_id=account_id).annotate(quote=Subquery(quote)).order_by("symbol")
     return [Holding(position=p, price=p.quote if p.quote is not None else p.avg_entry_price) for p in positions]
@@ -237,22 +236,30 @@ def place_order(*, account_id: int, request: OrderRequest, asset_class: str | No
     account's, when the caller knows it (saves a query).
     """
     _check_request(request)
-    with transaction.atomic():
-        # The quote row first, then the account (set_quote locks in the same order): a placement and
-        # a new quote of its symbol are serialized, so the new quote never misses the new order.
-        # Placements share the quote's lock among themselves (FOR SHARE): they only read it, and
-        # every account's placements of one symbol must not queue behind each other.
-        price = _price_locked_for_placement(request.asset_class, request.symbol)
-        book = _Book.lock(account_id, asset_class=asset_class)
-        if request.asset_class != book.asset_class:
-            raise BrokerRejected(f"this simulator account trades {book.asset_class}, not {request.asset_class}")
-        existing = SimOrder.objects.filter(account=book.account, parent__isnull=True,
+    account_class = AssetClass(asset_class) if asset_class is not None else _asset_class_of_id(account_id)
+    if request.asset_class != account_class:
+        raise BrokerRejected(f"this simulator account trades {account_class}, not {request.asset_class}")
+    try:
+        with transaction.atomic():
+            # The quote row first, then the account (set_quote locks in the same order): a placement
+            # and a new quote of its symbol are serialized, so the new quote never misses the new
+            # order. Placements share the quote's lock among themselves (FOR SHARE): they only read
+            # it, and every account's placements of one symbol must not queue behind each other.
+            price = _price_locked_for_placement(request.asset_class, request.symbol)
+            book = _Book.lock(account_id, asset_class=account_class)
+            if price is None:
+                raise BrokerRejected(f"no simulator quote for {request.symbol}; set one with manage.py sim_quote")
+            return book.place(request, price)
+    except (IntegrityError, DomainError):
+        # A repeated broker_client_id is rare, so it is not looked for before every placement (one
+        # query each): unique_sim_client_id refuses the second INSERT, even from a placement
+        # committed while this one waited for the account's lock. Any refusal asks too, since an
+        # order already placed under this id is returned whatever its repeat would run into now.
+        existing = SimOrder.objects.filter(account_id=account_id, parent__isnull=True,
                                            broker_client_id=request.broker_client_id).first()
-        if existing is not None:
-            return existing
-        if price is None:
-            raise BrokerRejected(f"no simulator quote for {request.symbol}; set one with manage.py sim_quote")
-        return book.place(request, price)
+        if existing is None:
+            raise
+        return existing
 
 
 def _price_locked_for_placement(asset_class: str, symbol: str) -> Decimal | None:
@@ -323,6 +330,10 @@ def _check_request(request: OrderRequest) -> None:
 
 def _asset_class_of(account: SimAccount) -> AssetClass:
     return AssetClass(BrokerAccount.objects.values_list("asset_class", flat=True).get(pk=account.connection_id))
+
+
+def _asset_class_of_id(account_id: int) -> AssetClass:
+    return AssetClass(BrokerAccount.objects.values_list("asset_class", flat=True).get(sim_account__pk=account_id))
 
 
 def _crossed(side: str, stop: Decimal, price: Decimal) -> bool:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -114,8 +115,12 @@ def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) ->
     """Insert the idempotency row, or find the one a previous request with this key wrote."""
     now = timezone.now()
     bracket = fields.get("bracket")
+    # In autocommit the INSERT is a transaction of its own, and a unique violation leaves the
+    # connection usable: BEGIN + COMMIT around it would be two round trips for nothing. Inside a
+    # caller's transaction (tests, a caller's atomic block) a failed INSERT aborts it on PostgreSQL,
+    # so only there does it need a savepoint for the lookup below to run after an IntegrityError.
     try:
-        with transaction.atomic():
+        with nullcontext() if transaction.get_autocommit() else transaction.atomic():
             order = Order.objects.create(
                 user=user, client_order_id=key, request_fingerprint=fingerprint, attempt=Attempt.IN_FLIGHT,
                 attempt_started_at=now, asset_class=fields["asset_class"],
@@ -248,11 +253,12 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
 
 
 def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
-    apply_broker_state(order, result)
+    # Every other column was written by the claim or the submitted step and has not changed since.
+    changed = apply_broker_state(order, result)
     order.attempt = Attempt.DONE
     first_live = False
     with transaction.atomic():
-        order.save()
+        order.save(update_fields=[*changed, "attempt"])
         if order.live:
             first_live = _record_placed_live(order, meta, result)
         else:

@@ -123,6 +123,10 @@ class RiskContext:
     @cached_property
     def reduces_only(self) -> bool:
         """A sell of at most the held long qty, or a buy of at most the held short qty."""
+        if self.order.side == Side.BUY and not self.shorting_allowed:
+            # Where shorting is refused nothing is ever held short, so a buy only opens or adds: the
+            # answer is known without the positions snapshot (one broker call saved per buy).
+            return False
         held = self.held_qty
         if self.order.side == Side.SELL:
             return held > 0 and self.order.qty <= held

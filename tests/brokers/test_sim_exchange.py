@@ -14,8 +14,10 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
-from brokers.models import BrokerAccount, SimOrder
+from brokers import sim_exchange
+from brokers.models import BrokerAccount, SimAccount, SimOrder
 from brokers.registry import build_adapter
 from brokers.sim_exchange import set_quote
 from brokers.types import Bracket, ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
@@ -627,6 +629,21 @@ def test_repeated_broker_client_id_returns_the_existing_order(sim):
     again = sim.place_order(limit("95", broker_client_id="attempt-1"))
     assert again.broker_order_id == first.broker_order_id
     assert SimOrder.objects.count() == 1 and sim.account().buying_power == 10000 - 95
+
+
+def test_repeated_broker_client_id_returns_the_existing_order_even_when_funds_no_longer_cover_it(sim):
+    first = sim.place_order(limit("95", broker_client_id="attempt-1"))
+    sim.place_order(limit("95", qty="100"))  # takes the rest of the buying power
+    again = sim.place_order(limit("95", broker_client_id="attempt-1"))
+    assert again.broker_order_id == first.broker_order_id and SimOrder.objects.count() == 2
+
+
+def test_a_new_order_is_inserted_without_reading_the_accounts_orders_first(sim):
+    sim.account()  # opens the simulator account
+    account_id = SimAccount.objects.get().pk
+    with CaptureQueriesContext(connection) as ctx:
+        sim_exchange.place_order(account_id=account_id, request=limit("95"), asset_class="crypto")
+    assert not [q["sql"] for q in ctx.captured_queries if q["sql"].startswith('SELECT "brokers_simorder"')]
 
 
 def test_same_broker_client_id_in_two_accounts_makes_two_orders(sim):

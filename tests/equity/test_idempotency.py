@@ -62,6 +62,14 @@ def test_a_retry_after_a_refusal_is_a_new_attempt_not_a_replay(api_client, sim_c
     assert retried.status_code == 201 and retried.json()["status"] == "filled"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_repeated_key_still_replays_the_stored_order(api_client, sim_crypto):
+    first = place(api_client, crypto_limit(client_order_id="k-autocommit"))
+    again = place(api_client, crypto_limit(client_order_id="k-autocommit"))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["broker_order_id"] == first.json()["broker_order_id"] and SimOrder.objects.count() == 1
+
+
 def test_keys_of_different_users_never_collide(make_client, user, other_user, quotes):
     from tests.factories import BrokerAccountFactory
 

@@ -3,7 +3,11 @@ positions or audit rows."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.equity.helpers import crypto_limit, crypto_market, place
 
@@ -29,7 +33,7 @@ def _route(client, name):
     }[name]
 
 
-@pytest.mark.parametrize("name,ceiling", [("place", 40), ("get", 12), ("list", 12), ("positions", 10),
+@pytest.mark.parametrize("name,ceiling", [("place", 22), ("get", 12), ("list", 12), ("positions", 10),
                                           ("account", 10), ("cancel", 20)])
 def test_route_queries_are_bounded_and_do_not_grow_with_history(api_client, sim_crypto, settings, name, ceiling,
                                                                 django_assert_max_num_queries):
@@ -43,3 +47,24 @@ def test_route_queries_are_bounded_and_do_not_grow_with_history(api_client, sim_
     call = _route(api_client, name)
     with django_assert_max_num_queries(baseline):
         assert call().status_code < 300
+
+
+def _placement_sql(client, body) -> list[str]:
+    with CaptureQueriesContext(connection) as ctx:
+        assert place(client, body).status_code == 201
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_idempotency_claim_is_a_lone_insert(api_client, sim_crypto):
+    sql = _placement_sql(api_client, crypto_limit())
+    claim = next(i for i, s in enumerate(sql) if s.startswith('INSERT INTO "equity_order"'))
+    assert not sql[claim - 1].startswith(("BEGIN", "SAVEPOINT"))
+    assert not sql[claim + 1].startswith(("COMMIT", "RELEASE"))
+
+
+def test_the_outcome_update_writes_only_what_the_broker_changed_and_the_attempt(api_client, sim_crypto):
+    sql = _placement_sql(api_client, crypto_limit())  # rests: no fill, so filled_qty and avg_fill_price stay
+    outcome = [s for s in sql if s.startswith('UPDATE "equity_order"')][-1]
+    written = set(re.findall(r'"(\w+)" = ', outcome.split(" WHERE ")[0]))
+    assert written == {"attempt", "broker_order_id", "status", "submitted_at", "updated_at"}

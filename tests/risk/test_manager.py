@@ -99,10 +99,23 @@ def test_a_closed_market_makes_no_broker_call():
 
 
 def test_each_snapshot_is_fetched_at_most_once_per_evaluation():
-    adapter = FakeAdapter(last_equity="10342.10")
+    adapter = FakeAdapter(exchange="alpaca", last_equity="10342.10")  # shorting: a buy needs all three
     market_buy = order_request(qty="5", order_type=OrderType.MARKET, limit_price=None)
     evaluate(RiskManager(), market_buy, adapter, stop_at_first_denial=False)
     assert sorted(adapter.calls) == ["account", "latest_price", "positions"]
+
+
+def test_a_buy_on_a_broker_without_shorting_never_asks_for_positions():
+    adapter = FakeAdapter(exchange="sim", last_equity="10342.10")
+    evaluate(RiskManager(), order_request(qty="5"), adapter, stop_at_first_denial=False)
+    assert "positions" not in adapter.calls
+
+
+def test_a_buy_on_a_broker_with_shorting_asks_for_positions_to_see_if_it_covers_a_short():
+    adapter = FakeAdapter(exchange="alpaca", last_equity="10342.10", positions=[("AAPL", "-5")])
+    results = evaluate(RiskManager(), order_request(qty="5"), adapter, stop_at_first_denial=False)
+    assert "positions" in adapter.calls
+    assert [r.numbers.get("reduce_only") for r in results[2:]] == [True, True]
 
 
 def test_a_limit_order_never_asks_for_the_latest_price():
