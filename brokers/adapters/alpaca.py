@@ -49,8 +49,8 @@ from alpaca.trading.requests import (
 from django.conf import settings
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError (refused, DNS) is a subclass
 
+from brokers.http import never_sent
 from brokers.types import (
     Account,
     AssetClass,
@@ -481,24 +481,13 @@ def _translate(exc: Exception, *, operation: str, placing: bool,
     if isinstance(exc, requests.exceptions.JSONDecodeError) or not isinstance(exc, requests.RequestException):
         # A 2xx whose body is not the JSON alpaca-py expects (HTML, truncated, wrong shape).
         return unknown(f"Alpaca's reply to {operation} could not be read."), False, "unreadable", None
-    if _nothing_sent(exc):
+    if never_sent(exc):
         return (BrokerUnavailable(f"Alpaca could not be reached ({type(exc).__name__}); nothing was sent."),
                 True, "unreachable", None)
     if isinstance(exc, requests.Timeout):
         return unknown(f"Alpaca did not answer {operation} in time."), False, "timeout", None
     return unknown(f"The connection to Alpaca failed during {operation} ({type(exc).__name__})."), True, \
         "connection_error", None
-
-
-def _nothing_sent(exc: requests.RequestException) -> bool:
-    """True when the request cannot have reached Alpaca: refused, DNS, connect timeout, TLS, proxy."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.ProxyError)):
-        return True
-    if isinstance(exc, requests.ConnectionError) and exc.args:
-        reason = getattr(exc.args[0], "reason", exc.args[0])  # requests wraps urllib3's MaxRetryError
-        return isinstance(reason, ConnectTimeoutError)
-    return False
 
 
 def _from_api_error(exc: APIError, *, operation: str, placing: bool,

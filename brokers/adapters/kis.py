@@ -27,9 +27,9 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from urllib3.exceptions import NewConnectionError
 
 from brokers.fields import CredentialsUndecryptable
+from brokers.http import never_sent
 from brokers.models import KisAccessToken
 from brokers.types import (
     Account,
@@ -162,7 +162,7 @@ class KisAdapter:
         try:
             reply, payload, token = self._send("POST", ORDER_PATH, tr_id=tr_id, body=body)
         except requests.RequestException as exc:
-            if _reached_broker(exc):
+            if not never_sent(exc):
                 raise BrokerOutcomeUnknown(f"KIS did not answer the order ({type(exc).__name__}); "
                                            "it may have been placed.") from exc
             raise BrokerUnavailable(f"KIS could not be reached ({type(exc).__name__}); "
@@ -419,8 +419,9 @@ class KisAdapter:
             headers["tr_cont"] = tr_cont
         started = time.monotonic()
         try:
+            # No redirects: the keys are headers, and brokers.http.never_sent judges one request.
             reply = self._session.request(method, self._base + path, params=params, json=body, headers=headers,
-                                          timeout=settings.BROKER_TIMEOUT_SECONDS)
+                                          timeout=settings.BROKER_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:
             self._log(method, path, tr_id, type(exc).__name__, started, broker_order_id)
             raise
@@ -542,18 +543,6 @@ def _symbol(symbol: str) -> str:
     if not SYMBOL.fullmatch(symbol or ""):
         raise BrokerRejected(f"{symbol!r} is not a KIS stock code (6 digits, e.g. 005930).")
     return symbol
-
-
-def _reached_broker(exc: requests.RequestException) -> bool:
-    """False only when the request provably never left: connect timeout, refused, DNS, TLS."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.InvalidURL)):
-        return False
-    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ProxyError):
-        reason = exc.args[0] if exc.args else None
-        reason = getattr(reason, "reason", reason)  # urllib3 MaxRetryError wraps the cause
-        return not isinstance(reason, NewConnectionError)
-    return True
 
 
 def _json_object(reply: requests.Response) -> dict | None:

@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlencode
 import jwt
 import requests
 from django.conf import settings
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from brokers.http import never_sent
 from brokers.types import (
     Account,
     AssetClass,
@@ -432,9 +432,11 @@ class UpbitAdapter:
         remaining = None
         try:
             try:
-                reply = self._session.request(method, url, data=data, headers=headers, timeout=self._timeout)
+                # No redirects: a 3xx is an answer (it reached Upbit), and never_sent judges one request.
+                reply = self._session.request(method, url, data=data, headers=headers, timeout=self._timeout,
+                                              allow_redirects=False)
             except requests.RequestException as exc:
-                kind = "unreached" if _never_sent(exc) else "lost"
+                kind = "unreached" if never_sent(exc) else "lost"
                 outcome = f"{type(exc).__name__} ({kind})"
                 raise _NoAnswer(_describe(exc), kind=kind) from exc
             status = reply.status_code
@@ -678,23 +680,11 @@ def _epoch_ms(moment: datetime) -> str:
     return str(int(moment.timestamp() * 1000))
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request provably never reached Upbit (no connection was made)."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.ProxyError, requests.exceptions.InvalidURL,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
-        reason = getattr(exc.args[0], "reason", None)  # urllib3 MaxRetryError from the connect step
-        return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-    return False  # read timeouts, resets after sending, broken bodies: it may have arrived
-
-
 def _describe(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect timeout"
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return "read timeout"
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return "connection refused" if _never_sent(exc) else "connection lost"
+        return "connection refused" if never_sent(exc) else "connection lost"
     return type(exc).__name__

@@ -24,6 +24,7 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
+from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
 from brokers.adapters.alpaca import STATUS_FROM_WIRE, AlpacaAdapter
 from brokers.types import AssetClass, Bracket, ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
@@ -280,6 +281,25 @@ def test_connection_refused_on_submit_is_unavailable_with_nothing_sent(broker):
     with pytest.raises(BrokerUnavailable) as caught:
         make_adapter().place_order(order_request())
     assert not isinstance(caught.value, BrokerOutcomeUnknown)
+
+
+def test_refused_proxy_on_submit_is_unavailable_with_nothing_sent(broker):
+    broker.post(ORDERS, body=requests.exceptions.ProxyError(MaxRetryError(None, "/v2/orders", Urllib3ProxyError(
+        "Unable to connect to proxy", NewConnectionError(
+            None, "Failed to establish a new connection: [Errno 111] Connection refused")))))
+    with pytest.raises(BrokerUnavailable) as caught:
+        make_adapter().place_order(order_request())
+    assert not isinstance(caught.value, BrokerOutcomeUnknown)
+
+
+def test_proxy_dropping_the_connection_after_submit_is_outcome_unknown(broker):
+    # requests says "Unable to connect to proxy" also when the connection drops after the order went
+    # through the proxy (brokers.http.never_sent); Alpaca used to count every ProxyError as nothing sent.
+    broker.post(ORDERS, body=requests.exceptions.ProxyError(MaxRetryError(None, "/v2/orders", Urllib3ProxyError(
+        "Unable to connect to proxy", ConnectionResetError(104, "Connection reset by peer")))))
+    with pytest.raises(BrokerOutcomeUnknown):
+        make_adapter().place_order(order_request())
+    assert len(posts(broker)) == 1
 
 
 def test_connect_timeout_on_submit_is_unavailable_with_nothing_sent(broker):

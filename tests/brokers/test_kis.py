@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
 from brokers.adapters import kis
 from brokers.adapters.kis import KisAdapter
@@ -297,7 +298,10 @@ def test_other_refusals_are_broker_rejected_with_kis_message(rsps, fixture, mess
 @pytest.mark.parametrize("failure", [
     requests.exceptions.ReadTimeout("read timed out"),
     requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))),
-], ids=["read-timeout", "connection-reset"])
+    # What requests raises when the connection drops after the order went through a proxy.
+    requests.exceptions.ProxyError(MaxRetryError(None, PATHS["order"], Urllib3ProxyError(
+        "Unable to connect to proxy", ConnectionResetError(104, "Connection reset by peer")))),
+], ids=["read-timeout", "connection-reset", "proxy-dropped-after-sending"])
 def test_lost_order_answer_is_outcome_unknown_and_the_order_is_sent_once(rsps, failure):
     seed_token()
     rsps.post(url(PATHS["order"]), body=failure)
@@ -328,13 +332,29 @@ def test_garbled_or_5xx_order_reply_is_outcome_unknown_and_sent_once(rsps, reply
     requests.exceptions.ConnectTimeout("connect timed out"),
     requests.exceptions.ConnectionError(MaxRetryError(None, PATHS["order"], NewConnectionError(
         None, "Failed to establish a new connection: [Errno 111] Connection refused"))),
-], ids=["connect-timeout", "connection-refused"])
+    # What requests raises when the proxy refuses the connection (brokers.http.never_sent; KIS used
+    # to count every ProxyError as "may have been placed").
+    requests.exceptions.ProxyError(MaxRetryError(None, PATHS["order"], Urllib3ProxyError(
+        "Unable to connect to proxy", NewConnectionError(
+            None, "Failed to establish a new connection: [Errno 111] Connection refused")))),
+], ids=["connect-timeout", "connection-refused", "proxy-refused"])
 def test_order_that_never_left_is_broker_unavailable_not_outcome_unknown(rsps, failure):
     seed_token()
     rsps.post(url(PATHS["order"]), body=failure)
     with pytest.raises(BrokerUnavailable) as failed:
         make_adapter().place_order(order_request())
     assert not isinstance(failed.value, BrokerOutcomeUnknown)
+
+
+def test_order_answered_with_a_redirect_is_outcome_unknown_and_the_redirect_is_not_followed(rsps):
+    seed_token()
+    elsewhere = url("/elsewhere")
+    rsps.post(url(PATHS["order"]), status=307, headers={"Location": elsewhere})
+    rsps.post(elsewhere, body=requests.exceptions.ConnectionError(MaxRetryError(None, "/elsewhere", NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"))))
+    with pytest.raises(BrokerOutcomeUnknown):
+        make_adapter().place_order(order_request())
+    assert [urlsplit(c.request.url).path for c in rsps.calls] == [PATHS["order"]]
 
 
 def test_rate_limited_order_is_broker_unavailable_and_not_resent(rsps):

@@ -19,6 +19,7 @@ import pytest
 import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
 from brokers.adapters import upbit
 from brokers.adapters.upbit import UpbitAdapter
@@ -397,6 +398,33 @@ def test_connection_refused_on_an_order_is_unavailable_with_nothing_sent(rsps, a
         adapter.place_order(order())
     assert type(raised.value) is BrokerUnavailable
     assert len(rsps.calls) == 1
+
+
+def test_refused_proxy_on_an_order_is_unavailable_with_nothing_sent(rsps, adapter):
+    rsps.add(responses.POST, ORDERS, body=requests.exceptions.ProxyError(MaxRetryError(None, ORDERS, Urllib3ProxyError(
+        "Unable to connect to proxy", NewConnectionError(
+            None, "Failed to establish a new connection: [Errno 111] Connection refused")))))
+    with pytest.raises(BrokerUnavailable) as raised:
+        adapter.place_order(order())
+    assert type(raised.value) is BrokerUnavailable
+
+
+def test_proxy_dropping_the_connection_after_an_order_is_outcome_unknown(rsps, adapter):
+    # requests says "Unable to connect to proxy" also when the connection drops after the order went
+    # through the proxy (brokers.http.never_sent); Upbit used to count every ProxyError as unreached.
+    rsps.add(responses.POST, ORDERS, body=requests.exceptions.ProxyError(MaxRetryError(None, ORDERS, Urllib3ProxyError(
+        "Unable to connect to proxy", ConnectionResetError(104, "Connection reset by peer")))))
+    with pytest.raises(BrokerOutcomeUnknown):
+        adapter.place_order(order())
+    assert len(rsps.calls) == 1
+
+
+def test_order_answered_with_a_redirect_is_outcome_unknown_and_the_redirect_is_not_followed(rsps, adapter):
+    rsps.add(responses.POST, ORDERS, status=307, headers={"Location": BASE + "/elsewhere"})
+    rsps.add(responses.POST, BASE + "/elsewhere", body=connection_refused())
+    with pytest.raises(BrokerOutcomeUnknown):
+        adapter.place_order(order())
+    assert [c.request.url for c in rsps.calls] == [ORDERS]
 
 
 def test_connect_timeout_on_an_order_is_unavailable_with_nothing_sent(rsps, adapter):
