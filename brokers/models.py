@@ -147,6 +147,9 @@ class SimOrder(models.Model):
             # probe, however many orders rest (bench/README.md).
             models.Index(fields=["account", "expires_at"], name="sim_order_open_expiry_idx",
                          condition=models.Q(status__in=["accepted", "partially_filled"])),
+            # An account's orders since a time, newest first (list_orders(since=…), which the order
+            # list asks for its page's window): without it, a scan of every account's orders.
+            models.Index(fields=["account", "-submitted_at", "-id"], name="sim_order_account_time_idx"),
         ]
         constraints = [models.UniqueConstraint(fields=["account", "broker_client_id"], name="unique_sim_client_id")]
 
