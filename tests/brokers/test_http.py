@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutio
 from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
 from brokers.http import never_sent
+from tests.loopback import raised_by, reset
 
 ORDER_PATH = "/v1/orders"
 TIMEOUT = 2
@@ -128,19 +128,6 @@ def read_request(conn: socket.socket) -> bytes:
             break
         data += chunk
     return data
-
-
-def reset(conn: socket.socket) -> None:
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
-
-
-def raised_by(send: Callable[[], object]) -> requests.RequestException:
-    try:
-        send()
-    except requests.RequestException as exc:
-        return exc
-    raise AssertionError("the request did not fail")
 
 
 # --- never sent: no connection ------------------------------------------------------------------------

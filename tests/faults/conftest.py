@@ -13,7 +13,6 @@ import copy
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -35,6 +34,7 @@ from tests.brokers.venues import kis as kis_venue
 from tests.brokers.venues import upbit as upbit_venue
 from tests.equity.test_gates import set_flag
 from tests.factories import BrokerAccountFactory, TraderProfileFactory
+from tests.loopback import raised_by, reset
 from tests.multiprocess.conftest import gunicorn_server  # noqa: F401  (a fixture, for test_own_dependencies)
 
 KRX_OPEN = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Seoul; crypto never closes
@@ -54,35 +54,26 @@ def _loopback_server(serve: Callable[[socket.socket], None] | None) -> tuple[soc
     return server, server.getsockname()[1]
 
 
-def _raised_by(send: Callable[[], object]) -> requests.RequestException:
-    try:
-        send()
-    except requests.RequestException as exc:
-        return exc
-    raise AssertionError("the loopback fault did not fail the request")
-
-
 def _capture_transport_failures() -> dict[str, requests.RequestException]:
     """What requests raises for each failure, produced for real on loopback (no mock is active yet)."""
     closed, port = _loopback_server(None)
     closed.close()  # nothing listens there any more: the connect is refused
-    refused = _raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=1))
+    refused = raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=1))
 
     silent, port = _loopback_server(None)  # accepts (backlog) and never answers
-    timeout = _raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=0.05))
+    timeout = raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=0.05))
     silent.close()
 
     def reset_after_reading(server: socket.socket) -> None:
         conn, _ = server.accept()
         time.sleep(0.05)
         conn.recv(65536)  # the request arrived...
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()  # ...and the connection is reset instead of answered
+        reset(conn)  # ...and the connection is reset instead of answered
 
     resetting, port = _loopback_server(reset_after_reading)
-    reset = _raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=2))
+    reset_after_sending = raised_by(lambda: requests.post(f"http://127.0.0.1:{port}/order", json={}, timeout=2))
     resetting.close()
-    return {"connect_refused": refused, "read_timeout": timeout, "connection_reset": reset}
+    return {"connect_refused": refused, "read_timeout": timeout, "connection_reset": reset_after_sending}
 
 
 @pytest.fixture(scope="session", autouse=True)
