@@ -12,7 +12,7 @@ from brokers.types import Account, BrokerOrder, ListScope, OrderRequest, Positio
 class BrokerAdapter(Protocol):
     """One broker account of one user, in one environment.
 
-    Errors (config.exceptions): timeouts, connection errors, 5xx -> BrokerUnavailable (on
+    Errors (brokers.errors): timeouts, connection errors, 5xx -> BrokerUnavailable (on
     place_order, BrokerOutcomeUnknown when the request may have reached the broker); a refusal ->
     BrokerRejected or InsufficientFunds; an unknown order -> OrderNotFound; keys refused ->
     CredentialsRefused. Nothing else escapes an adapter.

@@ -11,7 +11,7 @@ from django.utils.module_loading import import_string
 from brokers.base import BrokerAdapter
 from brokers.models import BrokerAccount
 from brokers.types import AssetClass, Environment, Exchange
-from config.exceptions import BrokerNotConfigured
+from brokers.errors import BrokerNotConfigured
 
 ADAPTERS: dict[str, str] = {
     Exchange.SIM: "brokers.adapters.sim.SimAdapter",

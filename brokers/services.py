@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 
 from brokers.models import BrokerAccount, TraderProfile
 from brokers.registry import build_adapter
-from config.exceptions import ConnectionNotFound, CredentialsRefused, InvalidRequest
+from brokers.errors import ConnectionNotFound, CredentialsRefused, InvalidRequest
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ Matching (decisions where SPEC.md is silent):
   placement when the quote is there; it then behaves as a market order, or as a limit at
   stop_limit_price.
 - ioc and fok orders that do not fill at once are canceled (status canceled, never expired).
-- day orders expire at config.market_calendars.session_close() of the order's asset class
+- day orders expire at brokers.calendars.session_close() of the order's asset class
   (crypto: the end of the UTC day). Expiry is lazy: every adapter call expires the account's
   due orders first, and set_quote() does so before matching.
 - Cash: an open buy reserves qty x limit (limit), qty x max(stop, quote) (stop), qty x
@@ -57,8 +57,8 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import BrokerRejected, DomainError, InsufficientFunds, OrderNotFound
-from config.market_calendars import session_close
+from brokers.errors import BrokerRejected, DomainError, InsufficientFunds, OrderNotFound
+from brokers.calendars import session_close
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-from config.routers import OptionalSlashRouter
+from brokers.routers import OptionalSlashRouter
 
 from brokers.views import BrokerAccountViewSet
 

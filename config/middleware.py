@@ -10,7 +10,7 @@ import logging
 
 from django.http import JsonResponse
 
-from config.exception_handler import is_database_outage
+from brokers.api import is_database_outage
 
 logger = logging.getLogger("equity.errors")
 

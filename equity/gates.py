@@ -13,7 +13,7 @@ from waffle import flag_is_active
 from waffle.models import Flag
 
 from brokers.models import TraderProfile
-from config.exceptions import (FeatureDisabled, LiveDailyLimitExceeded, LiveNotEnabled, RateLimitExceeded,
+from brokers.errors import (FeatureDisabled, LiveDailyLimitExceeded, LiveNotEnabled, RateLimitExceeded,
                                ServiceUnavailable)
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from brokers.base import BrokerAdapter
 from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
-from config.exceptions import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
+from brokers.errors import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
 from equity.models import Attempt, Order, OrderTally
 from equity.services import apply_broker_state, resolve_pending
 

@@ -28,7 +28,7 @@ from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import (AssetClass, Bracket, BrokerOrder, Environment, OrderRequest, OrderStatus, OrderType,
                            Side, TimeInForce)
-from config.exceptions import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
+from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity.alerts import send_first_live_alert
 from equity.gates import check_flags, check_rate

@@ -1,5 +1,5 @@
 from django.urls import re_path
-from config.routers import OptionalSlashRouter
+from brokers.routers import OptionalSlashRouter
 
 from equity.views import OrderViewSet, SnapshotViewSet
 

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from audit.services import RequestMeta
 from brokers.types import AssetClass
-from config.exceptions import OrderNotFound
+from brokers.errors import OrderNotFound
 from equity import selectors, services
 from equity.serializers import (AccountResponse, ErrorResponse, OrderListQuery, OrderListResponse, OrderQuery,
                                 OrderResponse, PlaceOrderRequest, PositionListResponse, SnapshotQuery)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from brokers.types import Account, OrderRequest, Position, Side
-from config import market_calendars
-from config.exceptions import DomainError, InsufficientFunds, MarketClosed, RiskRuleViolation
+from brokers import calendars
+from brokers.errors import DomainError, InsufficientFunds, MarketClosed, RiskRuleViolation
 from risk.models import DailyBaseline
 
 if TYPE_CHECKING:  # the interface only; risk never imports an adapter
@@ -158,19 +158,19 @@ class MarketHoursRule:
 
     def evaluate(self, ctx: RiskContext) -> RuleResult:
         asset_class = str(ctx.order.asset_class)
-        code = market_calendars.calendar_code(asset_class)
+        code = calendars.calendar_code(asset_class)
         if code is None:
             return RuleResult(self.name, True, None, {"calendar": None, "open": True, "closes_at": None,
                                                       "next_open": None})
         try:
-            session = market_calendars.current_or_next_session(asset_class, ctx.now)
+            session = calendars.current_or_next_session(asset_class, ctx.now)
         except DomainError as err:  # the calendar cannot answer (CalendarUnavailable): not a denial
             err.risk_rule = self.name
             raise
         open_now = session.contains(ctx.now)
         numbers = {"calendar": code, "open": open_now,
-                   "closes_at": market_calendars.iso_z(session.close) if open_now else None,
-                   "next_open": None if open_now else market_calendars.iso_z(session.open)}
+                   "closes_at": calendars.iso_z(session.close) if open_now else None,
+                   "next_open": None if open_now else calendars.iso_z(session.open)}
         if open_now:
             return RuleResult(self.name, True, None, numbers)
         error = MarketClosed(f"{self.name}: {code} is closed; next open {numbers['next_open']}", risk_rule=self.name)
@@ -228,7 +228,7 @@ class DailyLossRule:
             baseline, source = account.last_equity, "last_equity"
         else:
             stored = DailyBaseline.objects.first_of_day(connection_id=ctx.connection_id,
-                                                        day=ctx.now.astimezone(market_calendars.UTC).date(),
+                                                        day=ctx.now.astimezone(calendars.UTC).date(),
                                                         equity=equity)
             baseline, source = stored.equity, "first_snapshot"
         numbers = {"reduce_only": False, "baseline": baseline, "baseline_source": source, "equity": equity,

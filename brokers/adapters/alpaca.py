@@ -6,7 +6,7 @@ Wire facts: shared/brokers/alpaca.md. What this module adds to alpaca-py:
   Session gives every request `timeout=BROKER_TIMEOUT_SECONDS`;
 - no blind retry: alpaca-py's own retry (every verb, POST included, on 429/504, sleeping 3 s) is
   switched off; reads get one immediate retry of our own, an order POST is never resent;
-- the error taxonomy of config.exceptions, read defensively from the reply (APIError.code and
+- the error taxonomy of brokers.errors, read defensively from the reply (APIError.code and
   .message parse the body as JSON on every access and raise on an HTML body);
 - explicit tables from alpaca-py's enums to ours: a value missing from a table raises.
 
@@ -64,7 +64,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import (
+from brokers.errors import (
     BrokerNotConfigured,
     BrokerOutcomeUnknown,
     BrokerRejected,
@@ -279,7 +279,7 @@ class AlpacaAdapter:
 
     def _call(self, operation: str, request: Callable[[], Any], read: Callable[[Any], Any], *,
               placing: bool = False, order_lookup: bool = False, attempts: int = 1, **context: Any) -> Any:
-        """Send `request`, read its reply with `read`; map every failure to config.exceptions.
+        """Send `request`, read its reply with `read`; map every failure to brokers.errors.
 
         placing: the request is an order POST, so a failure after it may have been sent is
         BrokerOutcomeUnknown. order_lookup: a 404 means "no such order" (OrderNotFound).

@@ -45,7 +45,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import (
+from brokers.errors import (
     BrokerOutcomeUnknown,
     BrokerRejected,
     BrokerUnavailable,

@@ -39,7 +39,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import BrokerNotConfigured, BrokerRejected, CredentialsRefused, OrderNotFound
+from brokers.errors import BrokerNotConfigured, BrokerRejected, CredentialsRefused, OrderNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ simulator's job. Wire facts used here are in upbit.md; the section is named wher
 
 Everything Upbit speaks stays in this module: its JSON, its `bid`/`ask`, `wait`/`done`, KST
 stamps and error names are mapped by the tables below, and an unknown value raises instead of
-being guessed. Out of it come only brokers.types dataclasses and config.exceptions errors.
+being guessed. Out of it come only brokers.types dataclasses and brokers.errors errors.
 
 Failures (brokers/base.py):
 - nothing reached Upbit, or it refused before doing anything (429/418, market_offline) ->
@@ -50,7 +50,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import (
+from brokers.errors import (
     BrokerNotConfigured,
     BrokerOutcomeUnknown,
     BrokerRejected,

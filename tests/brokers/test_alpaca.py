@@ -28,7 +28,7 @@ from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
 from brokers.adapters.alpaca import STATUS_FROM_WIRE, AlpacaAdapter
 from brokers.types import AssetClass, Bracket, ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
-from config.exceptions import (
+from brokers.errors import (
     BrokerOutcomeUnknown,
     BrokerRejected,
     BrokerUnavailable,

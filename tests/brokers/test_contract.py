@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from brokers.types import ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
-from config.exceptions import BrokerRejected, OrderNotFound
+from brokers.errors import BrokerRejected, OrderNotFound
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from brokers.models import BrokerAccount, SimAccount, SimOrder
 from brokers.registry import build_adapter
 from brokers.sim_exchange import set_quote
 from brokers.types import Bracket, ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
-from config import market_calendars
-from config.exceptions import BrokerRejected, CredentialsRefused, InsufficientFunds, OrderNotFound
+from brokers import calendars
+from brokers.errors import BrokerRejected, CredentialsRefused, InsufficientFunds, OrderNotFound
 from tests.factories import BrokerAccountFactory
 
 pytestmark = pytest.mark.django_db
@@ -84,9 +84,9 @@ def legs_of(placed) -> dict[str, SimOrder]:
 @pytest.fixture
 def fresh_calendars():
     """Calendars built under the travelled date, so that the test holds whatever today is."""
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
     yield
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
 
 
 # --- market orders ----------------------------------------------------------------------------
@@ -691,7 +691,7 @@ def test_order_times_are_aware_utc(sim):
 
 def test_live_sim_connection_cannot_be_built():
     from brokers.adapters.sim import SimAdapter
-    from config.exceptions import BrokerNotConfigured
+    from brokers.errors import BrokerNotConfigured
 
     with pytest.raises(BrokerNotConfigured, match="paper-only"):
         SimAdapter(credentials={}, asset_class="crypto", live=True, connection_id=1)

@@ -33,7 +33,7 @@ from brokers.types import (
     Side,
     TimeInForce,
 )
-from config.exceptions import (
+from brokers.errors import (
     BrokerNotConfigured,
     BrokerOutcomeUnknown,
     BrokerRejected,

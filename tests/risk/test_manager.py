@@ -9,8 +9,8 @@ import pytest
 import time_machine
 
 from brokers.types import OrderType, Side
-from config import market_calendars
-from config.exceptions import BrokerUnavailable, InsufficientFunds, MarketClosed, RiskRuleViolation
+from brokers import calendars
+from brokers.errors import BrokerUnavailable, InsufficientFunds, MarketClosed, RiskRuleViolation
 from risk.manager import RiskManager
 from risk.models import RiskProfile
 from risk.rules import RiskLimits
@@ -21,10 +21,10 @@ D = Decimal
 
 @pytest.fixture(scope="module", autouse=True)
 def calendars_built_on_a_fixed_day():
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
     with time_machine.travel(datetime(2026, 11, 25, 12, 0, tzinfo=UTC), tick=False):
         yield
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
 
 
 def evaluate(manager, order, adapter, *, now=NYSE_OPEN, stop_at_first_denial=True):

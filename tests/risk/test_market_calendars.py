@@ -1,4 +1,4 @@
-"""config/market_calendars.py: sessions per asset class from exchange_calendars, plus our overrides.
+"""brokers/calendars.py: sessions per asset class from exchange_calendars, plus our overrides.
 
 The calendars are built while the clock is frozen on FROZEN_DAY, so what they cover never depends
 on the day the tests run; every query passes its time explicitly.
@@ -14,8 +14,8 @@ import exchange_calendars
 import pytest
 import time_machine
 
-from config import market_calendars as mc
-from config.exceptions import ServiceUnavailable
+from brokers import calendars as mc
+from brokers.errors import ServiceUnavailable
 
 FROZEN_DAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ import pytest
 import time_machine
 
 from brokers.types import Account, AssetClass, Bracket, OrderRequest, OrderType, Position, Side, TimeInForce
-from config import market_calendars
-from config.exceptions import InsufficientFunds, MarketClosed, RiskRuleViolation
+from brokers import calendars
+from brokers.errors import InsufficientFunds, MarketClosed, RiskRuleViolation
 from risk.models import DailyBaseline
 from risk.rules import (DailyLossRule, FundsRule, MarketHoursRule, RiskContext, RiskLimits, TradeRiskRule, pct,
                         qty_text)
@@ -28,10 +28,10 @@ LIMITS = RiskLimits(max_trade_risk_pct=D("0.02"), unprotected_loss_pct=D("0.10")
 
 @pytest.fixture(scope="module", autouse=True)
 def calendars_built_on_a_fixed_day():
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
     with time_machine.travel(datetime(2026, 11, 25, 12, 0, tzinfo=UTC), tick=False):
         yield
-    market_calendars.reset_calendars()
+    calendars.reset_calendars()
 
 
 class FakeAdapter:
@@ -129,7 +129,7 @@ def test_market_hours_shows_the_close_while_open():
 
 
 def test_market_hours_beyond_the_calendar_horizon_raises_service_unavailable_naming_the_rule():
-    with pytest.raises(market_calendars.CalendarUnavailable) as caught:
+    with pytest.raises(calendars.CalendarUnavailable) as caught:
         MarketHoursRule().evaluate(context(order_request(), FakeAdapter(),
                                            now=datetime(2028, 1, 5, 15, 0, tzinfo=UTC)))
     assert caught.value.risk_rule == "market_hours"

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from brokers.sim_exchange import get_quote, set_quote
 from brokers.types import AssetClass
-from config.exceptions import DomainError
+from brokers.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from config.exceptions import ServiceUnavailable
+from brokers.errors import ServiceUnavailable
 
 UTC = timezone.utc
 

@@ -1,4 +1,4 @@
-"""DomainError and one subclass per wire code of SPEC.md ("Common rules").
+"""The domain errors: one exception per code of SPEC.md.
 
 Services, rules and adapters raise these; the one exception handler renders them as
 {"code", "detail"} with the class's HTTP status. Nobody hand-builds an error Response.

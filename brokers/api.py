@@ -11,7 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from config.exceptions import DomainError, ServiceUnavailable
+from brokers.errors import DomainError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
