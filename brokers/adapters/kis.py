@@ -354,8 +354,13 @@ class KisAdapter:
         A match is the same symbol, side, qty, order division and (for limits) price, received by
         KIS (ord_tmd, its receipt time) from just before submitted_at to the end of that KST day:
         today's orders can appear in the daily inquiry with a delay, and no bound is documented.
-        None means only that nothing matches now, never that the order does not exist; the
-        service calls it absent only once absence_settled() says the day's inquiry is final.
+        Nothing matching is never proof of absence by itself: before absence_settled() says the
+        day's inquiry is final (after the KRX close) it raises BrokerUnavailable ("cannot decide
+        yet", brokers/base.py), which every caller treats as "keep it pending"; only after that
+        it returns None. (The agreed interface lets None mean "nothing matches now" for a service
+        that asks absence_settled() itself; raising until then is what keeps a service that
+        still reads None as "absent" from rejecting an order KIS may yet show, the rejection
+        whose retry would double it. Both read the same once the day has settled.)
         Several candidates -> BrokerUnavailable: the lost order cannot be told apart.
         """
         earliest = submitted_at - FIND_CLOCK_SKEW
@@ -378,6 +383,9 @@ class KisAdapter:
             return candidates[0]
         if len(candidates) > 1:
             raise BrokerUnavailable(f"{len(candidates)} KIS orders match the lost order; it cannot be told apart.")
+        if not self.absence_settled(submitted_at=submitted_at, now=timezone.now()):
+            raise BrokerUnavailable("The order is not in KIS's daily inquiry yet; today's orders can appear with "
+                                    "a delay, so it stays undecided until the inquiry is final after the KRX close.")
         return None
 
     def absence_settled(self, *, submitted_at: datetime, now: datetime) -> bool:

@@ -181,12 +181,24 @@ def test_market_order_sends_division_01_with_price_0(rsps):
     (OrderType.LIMIT, TimeInForce.IOC, "11"), (OrderType.LIMIT, TimeInForce.FOK, "12"),
     (OrderType.MARKET, TimeInForce.IOC, "13"), (OrderType.MARKET, TimeInForce.FOK, "14"),
 ])
-def test_ioc_and_fok_map_to_kis_order_divisions(rsps, order_type, tif, division):
-    seed_token()
-    rsps.post(url(PATHS["order"]), json=wire("order_accepted_mock"))
+def test_ioc_and_fok_map_to_kis_order_divisions_on_the_real_server(rsps, order_type, tif, division):
+    seed_token(live=True)
+    rsps.post(url(PATHS["order"], live=True), json=wire("order_accepted_real"))
     limit = Decimal("60000") if order_type == OrderType.LIMIT else None
-    make_adapter().place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
+    make_adapter(live=True).place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
     assert json.loads(calls_to(rsps, PATHS["order"])[0].request.body)["ORD_DVSN"] == division
+
+
+@pytest.mark.parametrize(("order_type", "tif"), [
+    (OrderType.LIMIT, TimeInForce.IOC), (OrderType.LIMIT, TimeInForce.FOK),
+    (OrderType.MARKET, TimeInForce.IOC), (OrderType.MARKET, TimeInForce.FOK),
+])
+def test_ioc_and_fok_are_refused_on_the_mock_server_before_sending(rsps, order_type, tif):
+    seed_token()
+    limit = Decimal("60000") if order_type == OrderType.LIMIT else None
+    with pytest.raises(BrokerRejected, match="mock server .* does not offer"):
+        make_adapter().place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
+    assert len(rsps.calls) == 0
 
 
 def test_account_number_is_sent_as_cano_and_product_code_strings(rsps):
@@ -357,12 +369,12 @@ def test_order_answered_with_a_redirect_is_outcome_unknown_and_the_redirect_is_n
     assert [urlsplit(c.request.url).path for c in rsps.calls] == [PATHS["order"]]
 
 
-def test_rate_limited_order_is_broker_unavailable_and_not_resent(rsps):
+def test_rate_limited_order_is_outcome_unknown_and_not_resent(rsps):
+    """KIS does not document that an EGW00201 order was not processed: looked up, never resent."""
     seed_token()
     rsps.post(url(PATHS["order"]), status=500, json=wire("rate_limited"))
-    with pytest.raises(BrokerUnavailable) as failed:
+    with pytest.raises(BrokerOutcomeUnknown, match="EGW00201"):
         make_adapter().place_order(order_request())
-    assert not isinstance(failed.value, BrokerOutcomeUnknown)
     assert len(calls_to(rsps, PATHS["order"])) == 1
 
 
@@ -672,14 +684,17 @@ def test_position_numbers_are_decimals_and_pnl_percent_is_a_fraction(rsps):
                                           Decimal("0.0219"), "KRW", "LONG")
 
 
-def test_account_reads_totals_from_output2_and_buying_power_from_orderable_cash(rsps):
+def test_account_reads_totals_from_output2_and_buying_power_from_the_amount_without_margin(rsps):
     seed_token()
     rsps.get(url(PATHS["balance"]), json=wire("balance"))
     rsps.get(url(PATHS["psbl"]), json=wire("psbl_order"))
     acct = make_adapter().account()
+    # psbl_order.json: ord_psbl_cash 12,315,000 includes margin; nrcvb_buy_amt 9,315,000 does not.
     assert (acct.equity, acct.cash, acct.buying_power, acct.last_equity, acct.currency) == (
         Decimal("10015000"), Decimal("9315000"), Decimal("9315000"), Decimal("10000000"), "KRW")
     assert acct.as_of.utcoffset() == timedelta(0)
+    psbl = dict(parse_qsl(urlsplit(calls_to(rsps, PATHS["psbl"])[0].request.url).query, keep_blank_values=True))
+    assert psbl["PDNO"] == "005930"
 
 
 def test_latest_price_of_an_unknown_symbol_is_broker_rejected(fake):
@@ -713,13 +728,12 @@ def test_find_order_matches_a_market_order_by_division_not_by_price(fake):
     assert found is not None and found.broker_order_id.endswith(match["odno"].lstrip("0"))
 
 
-def test_find_order_without_a_match_inside_60_seconds_cannot_decide_yet(fake):
+def test_find_order_without_a_match_at_61_seconds_is_undecided_not_absent(fake):
+    submitted = timezone.now() - timedelta(seconds=61)
+    adapter = make_adapter()
     with pytest.raises(BrokerUnavailable, match="not in KIS's daily inquiry yet"):
-        make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=20))
-
-
-def test_find_order_without_a_match_after_60_seconds_proves_the_order_absent(fake):
-    assert make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=61)) is None
+        adapter.find_order(order_request(), submitted_at=submitted)
+    assert adapter.absence_settled(submitted_at=submitted, now=timezone.now()) is False
 
 
 def test_find_order_with_two_matches_cannot_decide(fake):
@@ -733,7 +747,8 @@ def test_find_order_with_two_matches_cannot_decide(fake):
 def test_find_order_ignores_a_twin_order_placed_before_the_lost_one(fake):
     submitted = timezone.now() - timedelta(seconds=90)
     _row_at(fake, submitted - timedelta(minutes=5))
-    assert make_adapter().find_order(order_request(), submitted_at=submitted) is None
+    with time_machine.travel(datetime(2026, 7, 10, 16, 5, tzinfo=KST)):  # the day's inquiry is final
+        assert make_adapter().find_order(order_request(), submitted_at=submitted) is None
 
 
 def test_find_order_of_a_stop_order_is_none_without_http_call(rsps):
