@@ -67,6 +67,7 @@ class Pacer:
         self.broker, self.group, self.rate = broker, group, float(rate)
         self.slot_seconds = (1.0 / self.rate) * (1 + SAFETY)
         self._prefix = f"pace:{broker}:{key_digest(key)}:{group}"
+        self.last_slot: int | None = None  # the slot this pacer claimed last (for logs and tests)
 
     def __repr__(self) -> str:
         return f"<Pacer {self._prefix} {self.rate}/s>"
@@ -126,6 +127,7 @@ class Pacer:
                 break
             if cache.add(f"{self._prefix}:{slot}", 1, timeout=timeout):
                 cache.set(self._prefix + ":last", slot, timeout=timeout)
+                self.last_slot = slot
                 waited = max(0.0, start - _clock())
                 if waited:
                     _sleep(waited)
