@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # Our clock and the broker's never agree exactly, and a send leaves some milliseconds after its
 # slot starts: slots are this fraction longer than 1 / rate, so jitter does not add a request.
-SAFETY = 0.1
+SAFETY = 0.2
 SLOT_SCAN_LIMIT = 1000  # bounds the claims tried by one request, whatever the settings say
 
 _clock = time.time  # wall clock: slots must mean the same instant in every process
