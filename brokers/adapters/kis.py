@@ -605,12 +605,15 @@ class KisAdapter:
             return 1
 
     def _had_a_token(self) -> bool:
-        """KIS issued this app key a token before (the shared row keeps it, fresh or not): the key was good."""
+        """KIS issued this app key a token that is valid still, or expired within TOKEN_REQUESTS_WINDOW:
+        the key was good a moment ago, so EGW00103 now is the lock-out (a key unused for long and
+        refused now is taken as refused)."""
         try:
             row = self._token_rows().first()
         except CredentialsUndecryptable:
             return False
-        return bool(row is not None and row.token.get("access_token"))
+        return bool(row is not None and row.token.get("access_token") and row.expires_at is not None
+                    and row.expires_at > timezone.now() - TOKEN_REQUESTS_WINDOW)
 
     def _remember(self, row: KisAccessToken) -> str:
         self._token, self._token_expires_at = row.token["access_token"], row.expires_at

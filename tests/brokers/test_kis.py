@@ -920,3 +920,10 @@ def test_mock_requests_of_one_app_key_are_paced_to_two_a_second(fake, pacing_clo
 def test_real_server_budget_is_twenty_a_second(settings):
     assert make_adapter(live=True)._pacer.rate == settings.KIS_REAL_REQUESTS_PER_SECOND == 20
     assert make_adapter()._pacer.rate == settings.KIS_MOCK_REQUESTS_PER_SECOND == 2
+
+
+def test_egw00103_for_a_key_unused_for_days_is_credentials_refused(rsps):
+    seed_token(valid_for=timedelta(days=-3))
+    rsps.post(url(PATHS["token"]), status=403, json=wire("token_bad_app_key"))
+    with pytest.raises(CredentialsRefused):
+        make_adapter().latest_price("005930")
