@@ -713,13 +713,14 @@ def test_find_order_matches_a_market_order_by_division_not_by_price(fake):
     assert found is not None and found.broker_order_id.endswith(match["odno"].lstrip("0"))
 
 
-def test_find_order_without_a_match_inside_60_seconds_cannot_decide_yet(fake):
-    with pytest.raises(BrokerUnavailable, match="not in KIS's daily inquiry yet"):
-        make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=20))
-
-
-def test_find_order_without_a_match_after_60_seconds_proves_the_order_absent(fake):
-    assert make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=61)) is None
+@pytest.mark.parametrize("age", [timedelta(seconds=20), timedelta(seconds=61), timedelta(hours=2)])
+def test_find_order_without_a_match_is_not_shown_now_which_never_settles_absence(fake, age):
+    # SPEC.md: a lookup that finds nothing is no proof; KIS has no client id to re-send under.
+    adapter = make_adapter()
+    submitted = timezone.now() - age
+    assert adapter.find_order(order_request(), submitted_at=submitted) is None
+    assert adapter.client_ids is False
+    assert adapter.absence_settled(submitted_at=submitted, now=timezone.now()) is False
 
 
 def test_find_order_with_two_matches_cannot_decide(fake):

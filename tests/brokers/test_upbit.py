@@ -108,7 +108,7 @@ def market_buy(**overrides) -> OrderRequest:
 
 def claims(call) -> dict:
     token = call.request.headers["Authorization"].removeprefix("Bearer ")
-    return jwt.decode(token, SECRET_KEY, algorithms=["HS512"])
+    return jwt.decode(token, SECRET_KEY, algorithms=["HS256"])  # only: HS256 is what we sign with
 
 
 def sent_body(call) -> dict:
@@ -153,13 +153,13 @@ def test_repr_shows_no_key(adapter):
 
 # --- authentication ---------------------------------------------------------------------------
 
-def test_private_call_carries_an_hs512_jwt_with_access_key_and_nonce_and_no_hash_without_params(rsps, adapter):
+def test_private_call_carries_an_hs256_jwt_like_upbits_samples_with_access_key_and_nonce_and_no_hash_without_params(rsps, adapter):
     rsps.add(responses.GET, ACCOUNTS, json=wire("accounts.json"))
     rsps.add(responses.GET, TICKER, json=wire("ticker.json"))
     adapter.positions()
     call = calls_to(rsps, "GET", ACCOUNTS)[0]
     token = call.request.headers["Authorization"].removeprefix("Bearer ")
-    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"  # upbit.md: Upbit's own samples
     payload = claims(call)
     assert payload["access_key"] == ACCESS_KEY and payload["nonce"]
     assert "query_hash" not in payload

@@ -25,7 +25,6 @@ BY_CLIENT_ID = f"{PAPER_URL}/v2/orders:by_client_order_id"
 def broker(settings, api_client):
     """An Alpaca paper connection whose first order POST, or lookups, can be made to fail."""
     settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
     fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake.mock = mock  # faults are registered first: responses answers with the first match

@@ -1,0 +1,110 @@
+"""No double order, ever, against a broker reached over real HTTP (SPEC.md "When the broker fails during
+a placement"; issue 11 item 1).
+
+An Upbit fake on a loopback server behaves as Upbit documents: the identifier is single-use, a reply
+can be lost after the order was placed (the connection reset before the answer), and the lookup by
+identifier can lag behind a new order. However often the client retries the POST with its key, the
+exchange holds exactly one order, every POST carries the same identifier, and the client sees
+201/200/202, never 502.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from brokers.adapters import upbit
+from equity.models import Order
+from tests.brokers.venues.upbit import ACCESS_KEY, SECRET_KEY, LaggingUpbit
+from tests.equity.helpers import place
+from tests.equity.test_gates import set_flag
+from tests.factories import BrokerAccountFactory, TraderProfileFactory
+from tests.loopback import LoopbackHTTP
+
+pytestmark = pytest.mark.django_db
+
+ORDER = {"asset_class": "crypto", "symbol": "KRW-BTC", "side": "buy", "qty": 0.001, "order_type": "limit",
+         "limit_price": 90000000, "live_mode": True, "client_order_id": "lost-upbit"}
+RETRIES = 6
+
+
+@pytest.fixture
+def exchange(settings, monkeypatch, user):
+    """The user's live Upbit connection to a LaggingUpbit served on 127.0.0.1."""
+    monkeypatch.setattr(upbit, "READ_RETRY_DELAYS", (0, 0))  # retry pacing, not behaviour
+    with LoopbackHTTP() as server:
+        fake = LaggingUpbit(server.url, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"))
+        fake.install(server)
+        settings.UPBIT_URL = server.url
+        BrokerAccountFactory(user=user, asset_class="crypto", exchange="upbit", environment="live",
+                             credentials={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY})
+        set_flag("FEATURE_EQUITY_LIVE", True)  # Upbit is live-only
+        TraderProfileFactory(user=user, live_enabled=True)
+        yield fake
+
+
+def place_until_decided(client) -> list[int]:
+    """POST the same order (same key) until it is no longer pending, as a client retrying would."""
+    statuses = []
+    for _ in range(RETRIES):
+        resp = place(client, ORDER)
+        statuses.append(resp.status_code)
+        assert resp.status_code in (200, 201, 202), resp.content[:500]
+        if resp.json()["status"] != "pending":
+            assert resp.json()["status"] == "accepted" and resp.json()["broker_order_id"]
+            break
+        # Still undecided: 202 the first time, a 200 replay of the pending order after that.
+        assert resp.status_code == (202 if len(statuses) == 1 else 200) and resp.json()["broker_order_id"] is None
+    return statuses
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2, 3, 5])
+def test_a_lost_upbit_reply_with_a_lagging_lookup_is_exactly_one_order_however_often_the_client_retries(
+        api_client, exchange, lag):
+    exchange.lookup_lag = lag
+    exchange.lose_replies = 1
+    statuses = place_until_decided(api_client)
+
+    assert Order.objects.get(client_order_id="lost-upbit").status == "accepted", statuses  # decided, never 502
+    assert len(exchange.orders) == 1
+    order = Order.objects.get(client_order_id="lost-upbit")
+    assert set(exchange.posted_identifiers) == {order.broker_client_id}  # re-sent, never under a new id
+    assert order.broker_order_id == next(iter(exchange.orders))
+
+    again = place(api_client, ORDER)  # and every later retry replays the one order
+    assert again.status_code == 200 and again.json()["broker_order_id"] == order.broker_order_id
+    assert len(exchange.orders) == 1
+
+
+def test_without_a_lag_the_lost_reply_is_found_at_once_and_not_resent(api_client, exchange):
+    exchange.lose_replies = 1
+    resp = place(api_client, ORDER)
+    assert resp.status_code == 201 and resp.json()["status"] == "accepted", resp.content[:500]
+    assert len(exchange.posted_identifiers) == 1 and len(exchange.orders) == 1
+
+
+def test_a_lagging_lookup_makes_the_first_answer_202_pending_never_502(api_client, exchange):
+    exchange.lookup_lag = 2  # the lookup, and the lookup after the duplicate refusal, both miss it
+    exchange.lose_replies = 1
+    resp = place(api_client, ORDER)
+    assert resp.status_code == 202 and resp.json()["status"] == "pending", resp.content[:500]
+    assert len(exchange.orders) == 1 and len(exchange.posted_identifiers) == 2  # the re-send was refused
+
+
+def test_a_request_lost_before_upbit_acted_is_placed_once_by_the_resend_under_the_same_identifier(
+        api_client, exchange):
+    exchange.lose_requests = 1  # reset before Upbit read it: the client cannot tell it from a lost reply
+    resp = place(api_client, ORDER)
+    assert resp.status_code == 201 and resp.json()["status"] == "accepted", resp.content[:500]
+    order = Order.objects.get(client_order_id="lost-upbit")
+    assert exchange.posted_identifiers == [order.broker_client_id] and len(exchange.orders) == 1
+
+
+def test_retries_through_repeated_losses_still_make_one_order(api_client, exchange):
+    exchange.lookup_lag = 1
+    exchange.lose_replies = 3  # the first send and the next two re-sends all lose their answers
+    statuses = place_until_decided(api_client)
+    assert Order.objects.get(client_order_id="lost-upbit").status == "accepted", statuses
+    assert len(exchange.orders) == 1
+    assert len(set(exchange.posted_identifiers)) == 1
