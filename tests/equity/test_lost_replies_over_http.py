@@ -10,13 +10,21 @@ exchange holds exactly one order, every POST carries the same identifier, and th
 
 from __future__ import annotations
 
+import io
+import logging
+import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
+from django.core.management import call_command
+from django.utils import timezone
 
+from audit.models import BrokerOrderEvent
 from brokers.adapters import upbit
 from equity.models import Order
-from tests.brokers.venues.upbit import ACCESS_KEY, SECRET_KEY, LaggingUpbit
+from tests.brokers.venues.upbit import ACCESS_KEY, KST, SECRET_KEY, LaggingUpbit
 from tests.equity.helpers import place
 from tests.equity.test_gates import set_flag
 from tests.factories import BrokerAccountFactory, TraderProfileFactory
@@ -108,3 +116,37 @@ def test_retries_through_repeated_losses_still_make_one_order(api_client, exchan
     assert Order.objects.get(client_order_id="lost-upbit").status == "accepted", statuses
     assert len(exchange.orders) == 1
     assert len(set(exchange.posted_identifiers)) == 1
+
+
+def foreign_order(exchange, **fields) -> None:
+    """An order Upbit holds that this service did not place, of a kind it does not know (issue 11 item 2)."""
+    row = {"uuid": str(uuid.uuid4()), "identifier": None, "market": "KRW-BTC", "side": "bid", "ord_type": "twap",
+           "price": Decimal("80000000"), "volume": Decimal("0.001"), "state": "wait",
+           "created_at": datetime.now(KST), "executed_volume": Decimal("0"), "trades": [], "time_in_force": None,
+           "locked": Decimal("0")}
+    row.update(fields)
+    exchange.orders[row["uuid"]] = row
+
+
+def test_a_foreign_order_at_upbit_never_breaks_the_list_or_reconcile(api_client, exchange, monkeypatch, caplog):
+    monkeypatch.setattr(upbit, "_FOREIGN_LOGGED", set())
+    caplog.set_level(logging.WARNING, logger="brokers.adapters.upbit")
+    resting = place(api_client, dict(ORDER, client_order_id="resting"))  # open: the list asks Upbit for it
+    assert resting.status_code == 201, resting.content[:500]
+    foreign_order(exchange)
+    foreign_order(exchange, ord_type="limit", time_in_force="gtd")
+    exchange.lookup_lag = 2
+    exchange.lose_replies = 1
+    assert place(api_client, ORDER).status_code == 202
+
+    listed = api_client.get("/api/equity/orders", {"asset_class": "crypto", "live_mode": "true"})
+    assert listed.status_code == 200, listed.content[:500]
+    assert sorted(o["order_id"] for o in listed.json()["items"]) == ["lost-upbit", "resting"]
+    assert sum("left out of the listing" in r.getMessage() for r in caplog.records) == 2  # twap, gtd
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=True):
+        call_command("reconcile_orders", stdout=io.StringIO())
+    order = Order.objects.get(client_order_id="lost-upbit")
+    assert order.status == "accepted" and order.broker_order_id in exchange.orders
+    assert BrokerOrderEvent.objects.filter(client_order_id="lost-upbit", event_type="resolved").count() == 1
+    assert len(exchange.posted_identifiers) == 3  # resting, the lost send and its one re-send; none by reconcile
