@@ -360,6 +360,11 @@ def _retry_pending(order: Order, meta: RequestMeta) -> bool:
         return False  # it was there already: a replay
     if not adapter.client_ids:
         return False
+    try:
+        # Live trading switched off since the first send: no new order goes out, not even this re-send.
+        check_flags(user=order.user, live=order.live, http_request=meta.http_request)
+    except DomainError:
+        return False
     # The settling time (reconcile_orders) counts from the last send: note this one first, and only
     # while the order is still pending (reconcile may have settled it since the lookup).
     sent_at = timezone.now()

@@ -150,3 +150,23 @@ def test_a_foreign_order_at_upbit_never_breaks_the_list_or_reconcile(api_client,
     assert order.status == "accepted" and order.broker_order_id in exchange.orders
     assert BrokerOrderEvent.objects.filter(client_order_id="lost-upbit", event_type="resolved").count() == 1
     assert len(exchange.posted_identifiers) == 3  # resting, the lost send and its one re-send; none by reconcile
+
+
+def test_a_retry_that_resends_and_gets_the_order_answers_201_then_replays_200(api_client, exchange):
+    exchange.lookup_lag = 3  # the placement's two lookups and the retry's first all miss it
+    exchange.lose_replies = 1
+    assert place_until_decided(api_client) == [202, 201]
+    assert place(api_client, ORDER).status_code == 200
+    assert len(exchange.orders) == 1 and len(exchange.posted_identifiers) == 3  # the first send, two re-sends
+
+
+def test_a_retry_of_a_pending_order_after_live_trading_was_switched_off_sends_nothing(api_client, exchange):
+    exchange.lose_requests = 2  # the send and the placement's re-send: both reset before Upbit acted
+    assert place(api_client, ORDER).status_code == 202
+    set_flag("FEATURE_EQUITY_LIVE", False)
+    retry = place(api_client, ORDER)
+    assert retry.status_code == 200 and retry.json()["status"] == "pending", retry.content[:500]
+    assert exchange.posted_identifiers == [] and exchange.orders == {}
+    set_flag("FEATURE_EQUITY_LIVE", True)
+    assert place(api_client, ORDER).status_code == 201  # switched on again: the retry's re-send places it
+    assert len(exchange.orders) == 1
