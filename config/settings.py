@@ -270,8 +270,9 @@ KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
 KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
 UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
 BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
-# After a lost reply, how long to wait before a second lookup may call an order absent.
-BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
+# A broker with client ids: how long after the last send a lookup that still finds nothing proves
+# the order absent (reconcile_orders then rejects it). A lookup may lag; this is far beyond it.
+BROKER_ABSENT_AFTER_SECONDS = float(_env("BROKER_ABSENT_AFTER_SECONDS", "600"))
 # Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
 KIS_MOCK_REQUESTS_PER_SECOND = float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2"))  # 모의투자 server
 KIS_REAL_REQUESTS_PER_SECOND = float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20"))  # 실전투자 server

@@ -728,11 +728,12 @@ def test_find_order_matches_a_market_order_by_division_not_by_price(fake):
     assert found is not None and found.broker_order_id.endswith(match["odno"].lstrip("0"))
 
 
-def test_find_order_without_a_match_at_61_seconds_is_undecided_not_absent(fake):
+def test_find_order_without_a_match_at_61_seconds_is_not_shown_now_never_absent(fake):
+    # SPEC.md: a lookup that finds nothing is no proof; KIS has no client id to re-send under.
     submitted = timezone.now() - timedelta(seconds=61)
     adapter = make_adapter()
-    with pytest.raises(BrokerUnavailable, match="not in KIS's daily inquiry yet"):
-        adapter.find_order(order_request(), submitted_at=submitted)
+    assert adapter.find_order(order_request(), submitted_at=submitted) is None
+    assert adapter.client_ids is False
     assert adapter.absence_settled(submitted_at=submitted, now=timezone.now()) is False
 
 
@@ -888,10 +889,11 @@ def test_a_lost_order_found_nowhere_is_undecided_all_session_and_absent_after_th
     submitted = timezone.now()
     adapter = make_adapter()
     with time_machine.travel(datetime(2026, 7, 10, 15, 0, tzinfo=KST)):
-        with pytest.raises(BrokerUnavailable):
-            adapter.find_order(order_request(), submitted_at=submitted)
+        assert adapter.find_order(order_request(), submitted_at=submitted) is None
+        assert not adapter.absence_settled(submitted_at=submitted, now=timezone.now())
     with time_machine.travel(datetime(2026, 7, 10, 16, 5, tzinfo=KST)):
         assert adapter.find_order(order_request(), submitted_at=submitted) is None
+        assert adapter.absence_settled(submitted_at=submitted, now=timezone.now())
 
 
 def test_a_lost_order_that_shows_late_in_the_inquiry_is_found_hours_later(fake):
