@@ -66,3 +66,10 @@ class ConnectionOut(serializers.Serializer):
 @extend_schema_serializer(component_name="BrokerConnectionList", many=False)  # {"items": [...]}, not an array
 class ConnectionList(serializers.Serializer):
     items = ConnectionOut(many=True)
+
+
+@extend_schema_serializer(component_name="Error")
+class ErrorResponse(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

@@ -103,7 +103,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.middleware.ApiErrorsAsJsonMiddleware",
+    "brokers.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -258,36 +258,38 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
-    "PREPROCESSING_HOOKS": ["config.urls.document_paths_without_trailing_slash"],
+    "PREPROCESSING_HOOKS": ["brokers.api.document_paths_without_trailing_slash"],
     "ENUM_NAME_OVERRIDES": {},
 }
 
-# Brokers
-ALPACA_PAPER_URL = _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets")
-ALPACA_LIVE_URL = _env("ALPACA_LIVE_URL", "https://api.alpaca.markets")
-ALPACA_DATA_URL = _env("ALPACA_DATA_URL", "https://data.alpaca.markets")
-KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
-KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
-UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
-BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
-# After a lost reply, how long to wait before a second lookup may call an order absent.
-BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
-
-# Gates
-RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")
-RATE_LIMIT_LIVE_DAILY = _int("RATE_LIMIT_LIVE_DAILY", 200)
-
-# RiskManager v2 defaults (fractions, not percents)
-RISK_MAX_TRADE_RISK_PCT = _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02")
-RISK_UNPROTECTED_LOSS_PCT = _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10")
-RISK_DAILY_LOSS_LIMIT_PCT = _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05")
-
-# Simulator
-SIM_STARTING_CASH_USD = _decimal("SIM_STARTING_CASH_USD", "100000")
-SIM_STARTING_CASH_KRW = _decimal("SIM_STARTING_CASH_KRW", "100000000")
-
-EQUITY_ALERT_WEBHOOK_URL = _env("EQUITY_ALERT_WEBHOOK_URL")
-EQUITY_ALERT_TIMEOUT_SECONDS = float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3"))
+# The apps' settings (brokers/conf.py has every key and its default; the README's table lists
+# them). The environment variable names are the README's, unchanged.
+EQUITY_ORDERS = {
+    "CREDENTIALS_KEYS": BROKER_CREDENTIALS_KEYS,
+    "ALPACA_PAPER_URL": _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets"),
+    "ALPACA_LIVE_URL": _env("ALPACA_LIVE_URL", "https://api.alpaca.markets"),
+    "ALPACA_DATA_URL": _env("ALPACA_DATA_URL", "https://data.alpaca.markets"),
+    "KIS_REAL_URL": _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443"),
+    "KIS_MOCK_URL": _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443"),
+    "UPBIT_URL": _env("UPBIT_URL", "https://api.upbit.com"),
+    "BROKER_TIMEOUT_SECONDS": float(_env("BROKER_TIMEOUT_SECONDS", "10")),
+    # After a lost reply, how long to wait before a second lookup may call an order absent.
+    "BROKER_LOOKUP_RECHECK_SECONDS": float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1")),
+    # Gates
+    "RATE_LIMIT_ORDERS": _env("RATE_LIMIT_ORDERS", "30/m"),
+    "RATE_LIMIT_LIVE_DAILY": _int("RATE_LIMIT_LIVE_DAILY", 200),
+    # RiskManager v2 defaults (fractions, not percents)
+    "RISK_MAX_TRADE_RISK_PCT": _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02"),
+    "RISK_UNPROTECTED_LOSS_PCT": _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10"),
+    "RISK_DAILY_LOSS_LIMIT_PCT": _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05"),
+    # Simulator
+    "SIM_STARTING_CASH_USD": _decimal("SIM_STARTING_CASH_USD", "100000"),
+    "SIM_STARTING_CASH_KRW": _decimal("SIM_STARTING_CASH_KRW", "100000000"),
+    "EQUITY_ALERT_WEBHOOK_URL": _env("EQUITY_ALERT_WEBHOOK_URL"),
+    "EQUITY_ALERT_TIMEOUT_SECONDS": float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3")),
+    # The standalone site answers every /api/ error in JSON (brokers.middleware, optional in a host).
+    "JSON_ERRORS_PATH_PREFIXES": ["/api/"],
+}
 
 LOGGING = {
     "version": 1,
@@ -301,6 +303,3 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
-# The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %).
-RISK_MIN_TRADE_RISK_PCT = Decimal("0.01")
-RISK_MAX_TRADE_RISK_CAP = Decimal("0.02")

@@ -9,6 +9,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from brokers.serializers import ErrorResponse  # noqa: F401 - the envelope, shared by every app's views
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
 STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
@@ -273,10 +274,3 @@ class AccountResponse(serializers.Serializer):
     currency = serializers.CharField()
     as_of = serializers.DateTimeField()
     metadata = serializers.DictField()
-
-
-@extend_schema_serializer(component_name="Error")
-class ErrorResponse(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
+from brokers.conf import conf
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -230,7 +230,7 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
             if result is None:
                 # A broker may take a moment to show an order it has just accepted: look once more
                 # before calling it absent, since "absent" lets a retry place a new order.
-                time.sleep(settings.BROKER_LOOKUP_RECHECK_SECONDS)
+                time.sleep(conf.BROKER_LOOKUP_RECHECK_SECONDS)
                 result = adapter.find_order(request, submitted_at=order.attempt_started_at)
         except DomainError:
             return _keep_pending(order, meta, lost)

@@ -22,7 +22,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.types import Account, OrderRequest, Position, Side
 from brokers import calendars
@@ -58,9 +58,9 @@ class RiskLimits:
 
     @classmethod
     def defaults(cls) -> RiskLimits:
-        return cls(max_trade_risk_pct=settings.RISK_MAX_TRADE_RISK_PCT,
-                   unprotected_loss_pct=settings.RISK_UNPROTECTED_LOSS_PCT,
-                   daily_loss_limit_pct=settings.RISK_DAILY_LOSS_LIMIT_PCT)
+        return cls(max_trade_risk_pct=conf.RISK_MAX_TRADE_RISK_PCT,
+                   unprotected_loss_pct=conf.RISK_UNPROTECTED_LOSS_PCT,
+                   daily_loss_limit_pct=conf.RISK_DAILY_LOSS_LIMIT_PCT)
 
 
 @dataclass(frozen=True)

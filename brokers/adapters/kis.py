@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import requests
-from django.conf import settings
+from brokers.conf import conf
 from django.db import transaction
 from django.utils import timezone
 
@@ -140,7 +140,7 @@ class KisAdapter:
         self.live = live
         self.connection_id = connection_id
         self._environment = Environment.LIVE if live else Environment.PAPER
-        self._base = (settings.KIS_REAL_URL if live else settings.KIS_MOCK_URL).rstrip("/")
+        self._base = (conf.KIS_REAL_URL if live else conf.KIS_MOCK_URL).rstrip("/")
         self._key_digest = hashlib.sha256(self._app_key.encode()).hexdigest()
         self._session = requests.Session()
         self._token: str | None = None
@@ -298,7 +298,7 @@ class KisAdapter:
         """
         now = timezone.now()
         earliest = submitted_at - FIND_CLOCK_SKEW
-        latest = submitted_at + timedelta(seconds=settings.BROKER_TIMEOUT_SECONDS) + FIND_CLOCK_SKEW
+        latest = submitted_at + timedelta(seconds=conf.BROKER_TIMEOUT_SECONDS) + FIND_CLOCK_SKEW
         try:
             division = _division(order)
         except BrokerRejected:
@@ -421,7 +421,7 @@ class KisAdapter:
         try:
             # No redirects: the keys are headers, and brokers.http.never_sent judges one request.
             reply = self._session.request(method, self._base + path, params=params, json=body, headers=headers,
-                                          timeout=settings.BROKER_TIMEOUT_SECONDS, allow_redirects=False)
+                                          timeout=conf.BROKER_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:
             self._log(method, path, tr_id, type(exc).__name__, started, broker_order_id)
             raise
@@ -491,7 +491,7 @@ class KisAdapter:
             reply = self._session.post(self._base + TOKEN_PATH, json={
                 "grant_type": "client_credentials", "appkey": self._app_key, "appsecret": self._app_secret},
                 headers={"content-type": "application/json; charset=utf-8"},
-                timeout=settings.BROKER_TIMEOUT_SECONDS)
+                timeout=conf.BROKER_TIMEOUT_SECONDS)
         except requests.RequestException as exc:
             self._log("POST", TOKEN_PATH, "-", type(exc).__name__, started)
             raise BrokerUnavailable(f"KIS did not answer the token request ({type(exc).__name__}).") from exc

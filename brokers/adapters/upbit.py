@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlencode
 
 import jwt
 import requests
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.http import never_sent
 from brokers.types import (
@@ -141,8 +141,8 @@ class UpbitAdapter:
         self._access_key = str(credentials["access_key"])
         self._secret_key = str(credentials["secret_key"])  # used as raw UTF-8 bytes, not base64 (§2)
         self.connection_id = connection_id
-        self._base_url = settings.UPBIT_URL.rstrip("/")
-        self._timeout = settings.BROKER_TIMEOUT_SECONDS
+        self._base_url = conf.UPBIT_URL.rstrip("/")
+        self._timeout = conf.BROKER_TIMEOUT_SECONDS
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json"})  # and never an Origin header (§6)
 

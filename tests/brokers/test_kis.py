@@ -22,6 +22,8 @@ import requests
 import responses
 import time_machine
 from django.conf import settings
+
+from brokers.conf import conf
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
@@ -101,7 +103,7 @@ def wire(name: str) -> dict:
 
 
 def url(path: str, *, live: bool = False) -> str:
-    return (settings.KIS_REAL_URL if live else settings.KIS_MOCK_URL).rstrip("/") + path
+    return (conf.KIS_REAL_URL if live else conf.KIS_MOCK_URL).rstrip("/") + path
 
 
 def make_adapter(*, live: bool = False, **overrides) -> KisAdapter:

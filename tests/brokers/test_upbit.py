@@ -58,9 +58,9 @@ ACCOUNTS, TICKER = BASE + "/v1/accounts", BASE + "/v1/ticker"
 
 
 @pytest.fixture(autouse=True)
-def _upbit_settings(settings):
-    settings.UPBIT_URL = BASE
-    settings.BROKER_TIMEOUT_SECONDS = TIMEOUT
+def _upbit_settings(settings, equity_orders):
+    equity_orders.UPBIT_URL = BASE
+    equity_orders.BROKER_TIMEOUT_SECONDS = TIMEOUT
 
 
 @pytest.fixture(autouse=True)

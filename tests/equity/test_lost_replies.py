@@ -22,10 +22,10 @@ BY_CLIENT_ID = f"{PAPER_URL}/v2/orders:by_client_order_id"
 
 
 @pytest.fixture
-def broker(settings, api_client):
+def broker(settings, api_client, equity_orders):
     """An Alpaca paper connection whose first order POST, or lookups, can be made to fail."""
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+    equity_orders.BROKER_LOOKUP_RECHECK_SECONDS = 0
     fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake.mock = mock  # faults are registered first: responses answers with the first match
