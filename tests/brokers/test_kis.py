@@ -159,7 +159,7 @@ def test_each_environment_talks_to_its_own_host(rsps, live, host_setting):
     FakeKis(live=live).install(rsps)
     make_adapter(live=live).latest_price("005930")
     assert {c.request.url.split("/oauth2")[0].split("/uapi")[0] for c in rsps.calls} == \
-        {getattr(settings, host_setting).rstrip("/")}
+        {getattr(conf, host_setting).rstrip("/")}
 
 
 def test_limit_order_body_has_upper_case_keys_and_string_values_only(rsps):
