@@ -249,3 +249,15 @@ def test_first_live_order_alert_carries_the_uuid_as_a_string(alice, quotes, sett
     body = alert_body(Order.objects.get(client_order_id="alert-1"))
     assert body["user_id"] == str(alice.pk) and body["username"] == "alice@example.com"
     assert body["qty"] == float(Decimal("0.01"))
+
+
+def test_the_host_runs_on_the_database_and_cache_it_was_given(db):
+    """On the suite's PostgreSQL + Redis leg the host is on them too (its own database name)."""
+    import os
+
+    from django.core.cache import caches
+    from django.db import connection
+
+    wanted = "postgresql" if (os.environ.get("HOST_DATABASE_URL") or "").startswith("postgres") else "sqlite"
+    assert connection.vendor == wanted
+    assert ("Redis" in type(caches["default"]).__name__) == bool(os.environ.get("REDIS_URL"))
