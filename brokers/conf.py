@@ -104,10 +104,10 @@ class EquityOrdersSettings:
             if name in self.user_settings:
                 value = self.user_settings[name]
                 value = key.parse(value) if key.parse else value
-            elif key.default is REQUIRED:
-                raise ImproperlyConfigured(f'{SETTINGS_NAME}["{name}"] is required: {key.meaning}')
             else:
                 value = key.default
+            if key.default is REQUIRED and (value is REQUIRED or not value):
+                raise ImproperlyConfigured(f'{SETTINGS_NAME}["{name}"] is required: {key.meaning}')
             self._cache[name] = value
         return self._cache[name]
 
