@@ -185,3 +185,11 @@ def test_enums_have_names_of_their_own(schema):
     assert not [name for name in enums if name.startswith(serializers)]
     assert components["OrderSideEnum"]["enum"] == ["buy", "sell"]
     assert components["PositionSideEnum"]["enum"] == ["LONG", "SHORT"]
+
+
+def test_the_readme_table_lists_every_key():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Add to an existing Django project", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in KEYS if f"`{name}`" not in section] == []
