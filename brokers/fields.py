@@ -27,6 +27,9 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(conf.CREDENTIALS_KEYS))
 
 
+_UNDECRYPTABLE = 'no key in EQUITY_ORDERS["CREDENTIALS_KEYS"] decrypts these credentials'
+
+
 class CredentialsUndecryptable(Exception):
     """No configured key decrypts the stored value (a key was removed too early)."""
 
@@ -39,7 +42,7 @@ def decrypt_json(token: str) -> dict:
     try:
         return json.loads(fernet().decrypt(token.encode()))
     except InvalidToken as exc:
-        raise CredentialsUndecryptable('no key in EQUITY_ORDERS["CREDENTIALS_KEYS"] decrypts these credentials') from exc
+        raise CredentialsUndecryptable(_UNDECRYPTABLE) from exc
 
 
 def rotate_token(token: str) -> str | None:
@@ -53,7 +56,7 @@ def rotate_token(token: str) -> str | None:
         try:
             return fernet().rotate(token.encode()).decode()
         except InvalidToken as exc:
-            raise CredentialsUndecryptable('no key in EQUITY_ORDERS["CREDENTIALS_KEYS"] decrypts these credentials') from exc
+            raise CredentialsUndecryptable(_UNDECRYPTABLE) from exc
     return None
 
 

@@ -99,7 +99,8 @@ class PlaceOrderRequest(StrictSerializer):
         required=False, allow_null=True, default=None, max_length=64,
         help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
     time_in_force = NamedChoiceField(
-        choices=[t.value for t in TimeInForce], enum_name="TimeInForceEnum", required=False, allow_null=True, default=None,
+        choices=[t.value for t in TimeInForce], enum_name="TimeInForceEnum",
+        required=False, allow_null=True, default=None,
         help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
     report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
     # No serializer default: with one, the shared schema component would list it as required, and

@@ -6,7 +6,7 @@ what-if can show every rule's numbers; the manager raises the first one. Errors 
 denials (the broker failing, the calendar out of range) propagate unchanged.
 
 Rules judge snapshots (account, positions, latest price) that RiskContext fetches from the
-adapter lazily, at most once per evaluation. Imports: brokers.types and config only (STYLE 19),
+adapter lazily, at most once per evaluation. Imports: the brokers app (types, errors, conf, calendars) only (STYLE 19),
 plus this app's own models.
 
 Conventions of `numbers`: money and quantities are Decimal; keys ending in `_pct` are percents

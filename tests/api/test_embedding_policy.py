@@ -127,7 +127,8 @@ def test_under_drf_defaults_validation_errors_keep_the_envelope(host_like, api_c
 
 
 def test_a_session_only_host_still_answers_anonymous_with_401(settings, client):
-    settings.REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"]}
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"]}
     resp = client.get("/api/equity/orders?asset_class=crypto")
     assert_error(resp, 401, "NOT_AUTHENTICATED")
     assert "WWW-Authenticate" not in resp  # sessions have no scheme to name

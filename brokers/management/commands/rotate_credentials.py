@@ -23,7 +23,8 @@ class Command(BaseCommand):
         self._rotate("KIS access tokens", KisAccessToken, "token")  # a cache: an unreadable one is re-issued
         if lost:
             raise CommandError(f"No key decrypts the credentials of broker connections {lost}: keep the key "
-                               "that wrote them in EQUITY_ORDERS[\"CREDENTIALS_KEYS\"], or have their owners reconnect.")
+                               'that wrote them in EQUITY_ORDERS["CREDENTIALS_KEYS"], '
+                               "or have their owners reconnect.")
 
     def _rotate(self, name: str, model: type[models.Model], field: str) -> list[int]:
         """Rotate one encrypted column row by row; returns the ids no key decrypts."""
