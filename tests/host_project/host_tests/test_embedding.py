@@ -261,3 +261,9 @@ def test_the_host_runs_on_the_database_and_cache_it_was_given(db):
     wanted = "postgresql" if (os.environ.get("HOST_DATABASE_URL") or "").startswith("postgres") else "sqlite"
     assert connection.vendor == wanted
     assert ("Redis" in type(caches["default"]).__name__) == bool(os.environ.get("REDIS_URL"))
+
+
+def test_an_order_without_a_connection_points_at_the_hosts_connections_route(alice, quotes):
+    resp = jwt_client("alice@example.com").post("/trading/equity/orders", RESTING_BUY, format="json")
+    assert resp.status_code == 403 and resp.json()["code"] == "BROKER_NOT_CONFIGURED"
+    assert "POST /trading/brokers/accounts" in resp.json()["detail"] and "/api/" not in resp.json()["detail"]
