@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.types import Account, BrokerOrder, ListScope, OrderRequest, Position
 
@@ -65,7 +65,7 @@ class BrokerAdapter(Protocol):
 
 def absent_after() -> timedelta:
     """How long after its last send an order of a client-id broker that is still not found is absent."""
-    return timedelta(seconds=settings.BROKER_ABSENT_AFTER_SECONDS)
+    return timedelta(seconds=conf.BROKER_ABSENT_AFTER_SECONDS)
 
 
 class UniqueClientIds:

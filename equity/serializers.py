@@ -11,6 +11,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from brokers.amounts import NOT_AN_AMOUNT, is_amount
+from brokers.serializers import ErrorResponse  # noqa: F401 - the envelope, shared by every app's views
+from brokers.serializers import NamedChoiceField
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
 STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
@@ -118,12 +120,12 @@ class BracketSpec(StrictSerializer):
 class PlaceOrderRequest(StrictSerializer):
     """An order for your own broker account of the asset class; unknown fields are refused."""
 
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(min_length=1, max_length=32, trim_whitespace=True,
                                    help_text="The broker-native symbol: AAPL, 005930, BTC/USD, KRW-BTC.")
-    side = serializers.ChoiceField(choices=[s.value for s in Side])
+    side = NamedChoiceField(choices=[s.value for s in Side], enum_name="OrderSideEnum")
     qty = _money(help_text="Greater than 0; fractional where the broker allows it.")
-    order_type = serializers.ChoiceField(choices=[t.value for t in OrderType])
+    order_type = NamedChoiceField(choices=[t.value for t in OrderType], enum_name="OrderTypeEnum")
     limit_price = _money(required=False, allow_null=True, default=None,
                          help_text="Required for limit and stop_limit; refused for market and stop.")
     stop_price = _money(required=False, allow_null=True, default=None,
@@ -132,8 +134,9 @@ class PlaceOrderRequest(StrictSerializer):
     client_order_id = ClientOrderId(
         required=False, allow_null=True, default=None,
         help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
-    time_in_force = serializers.ChoiceField(
-        choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
+    time_in_force = NamedChoiceField(
+        choices=[t.value for t in TimeInForce], enum_name="TimeInForceEnum",
+        required=False, allow_null=True, default=None,
         help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
     report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
     # No serializer default: with one, the shared schema component would list it as required, and
@@ -187,19 +190,19 @@ class PlaceOrderRequest(StrictSerializer):
 
 
 class OrderQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(required=False, max_length=32)
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
 class OrderListQuery(OrderQuery):
-    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False)
+    status = NamedChoiceField(choices=STATUS_FILTERS, required=False, enum_name="OrderStatusFilterEnum")
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
     size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
 
 class SnapshotQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
@@ -237,7 +240,8 @@ class OrderResponse(serializers.Serializer):
     order_type = serializers.CharField()
     limit_price = _number(allow_null=True)
     stop_price = _number(allow_null=True)
-    status = serializers.ChoiceField(choices=["pending", "accepted", "partially_filled", "filled", "canceled",
+    status = NamedChoiceField(enum_name="OrderStatusEnum",
+                              choices=["pending", "accepted", "partially_filled", "filled", "canceled",
                                               "expired", "rejected"])
     currency = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
@@ -281,7 +285,7 @@ class PositionOut(serializers.Serializer):
     unrealized_pnl = _number()
     unrealized_pnl_pct = _number(help_text="A fraction: 0.0154 is 1.54 %.")
     currency = serializers.CharField()
-    side = serializers.ChoiceField(choices=["LONG", "SHORT"])
+    side = NamedChoiceField(choices=["LONG", "SHORT"], enum_name="PositionSideEnum")
     metadata = serializers.DictField()
 
     class Meta:
@@ -304,10 +308,3 @@ class AccountResponse(serializers.Serializer):
     currency = serializers.CharField()
     as_of = serializers.DateTimeField()
     metadata = serializers.DictField()
-
-
-@extend_schema_serializer(component_name="Error")
-class ErrorResponse(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

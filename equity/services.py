@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from brokers.conf import conf
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 

@@ -46,7 +46,7 @@ from alpaca.trading.requests import (
     StopOrderRequest,
     TakeProfitRequest,
 )
-from django.conf import settings
+from brokers.conf import conf
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
@@ -200,9 +200,9 @@ class AlpacaAdapter(UniqueClientIds):
         self.live = live
         self.connection_id = connection_id
         self.currency = "USD"
-        timeout = settings.BROKER_TIMEOUT_SECONDS
-        base_url = (settings.ALPACA_LIVE_URL if live else settings.ALPACA_PAPER_URL).rstrip("/")
-        data_url = settings.ALPACA_DATA_URL.rstrip("/")
+        timeout = conf.BROKER_TIMEOUT_SECONDS
+        base_url = (conf.ALPACA_LIVE_URL if live else conf.ALPACA_PAPER_URL).rstrip("/")
+        data_url = conf.ALPACA_DATA_URL.rstrip("/")
         self._trading = _harden(TradingClient(api_key, secret_key, paper=not live, raw_data=True,
                                               url_override=base_url), timeout=timeout)
         if self.asset_class == AssetClass.CRYPTO:

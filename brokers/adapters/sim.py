@@ -18,7 +18,7 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.conf import settings
+from brokers.conf import conf
 from django.utils import timezone
 
 from brokers import sim_exchange
@@ -166,7 +166,7 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
     def _starting_cash(self) -> Decimal:
         given = self._starting_cash_given
         if given in (None, ""):
-            return settings.SIM_STARTING_CASH_KRW if self.currency == "KRW" else settings.SIM_STARTING_CASH_USD
+            return conf.SIM_STARTING_CASH_KRW if self.currency == "KRW" else conf.SIM_STARTING_CASH_USD
         return sim_exchange.checked_amount("starting_cash", given, error=CredentialsRefused)
 
 

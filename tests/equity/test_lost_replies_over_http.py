@@ -38,13 +38,13 @@ RETRIES = 6
 
 
 @pytest.fixture
-def exchange(settings, monkeypatch, user):
+def exchange(equity_orders, monkeypatch, user):
     """The user's live Upbit connection to a LaggingUpbit served on 127.0.0.1."""
     monkeypatch.setattr(upbit, "READ_RETRY_DELAYS", (0, 0))  # retry pacing, not behaviour
     with LoopbackHTTP() as server:
         fake = LaggingUpbit(server.url, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"))
         fake.install(server)
-        settings.UPBIT_URL = server.url
+        equity_orders.UPBIT_URL = server.url
         BrokerAccountFactory(user=user, asset_class="crypto", exchange="upbit", environment="live",
                              credentials={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY})
         set_flag("FEATURE_EQUITY_LIVE", True)  # Upbit is live-only
