@@ -1,11 +1,11 @@
 import csv
 import json
-import sys
+
+from datetime import UTC, datetime, time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_date, parse_datetime
 from django.utils import timezone
-from datetime import UTC, datetime, time
+from django.utils.dateparse import parse_date, parse_datetime
 
 from audit.chain import canonical_content, content_fields
 from audit.models import BrokerOrderEvent
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         if options["since"]:
             rows = rows.filter(created_at__gte=_since(options["since"]))
         columns = ["id", *[f.attname for f in content_fields()], "prev_hash", "hash"]
-        out = open(options["output"], "w", newline="", encoding="utf-8") if options["output"] else sys.stdout
+        out = open(options["output"], "w", newline="", encoding="utf-8") if options["output"] else self.stdout
         try:
             writer = csv.DictWriter(out, fieldnames=columns) if options["format"] == "csv" else None
             if writer:
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                     out.write(json.dumps(record, sort_keys=True, ensure_ascii=True) + "\n")
                 count += 1
         finally:
-            if out is not sys.stdout:
+            if out is not self.stdout:
                 out.close()
         if options["output"]:
             self.stderr.write(f"{count} rows written to {options['output']}")
