@@ -361,7 +361,7 @@ class KillSwitchSetResponse(KillSwitchResponse):
     cancel_all = CancelAllResponse(allow_null=True, help_text="The cancel-all result when cancel_open was true.")
 
 
-@extend_schema_serializer(component_name="KillSwitchListResponse")
+@extend_schema_serializer(component_name="KillSwitchListResponse", many=False)  # an object, not an array
 class KillSwitchListResponse(serializers.Serializer):
     items = KillSwitchResponse(many=True, help_text="Every switch in force that covers you, global ones too.")
 
