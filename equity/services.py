@@ -39,6 +39,7 @@ from equity.alerts import send_first_live_alert
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, Order
 from risk.manager import RiskManager
+from risk.models import KillSwitch
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +428,8 @@ def _retry_pending(order: Order, meta: RequestMeta) -> bool:
         check_flags(user=order.user, live=order.live, http_request=meta.http_request)
     except DomainError:
         return False
+    if KillSwitch.objects.covering(user_id=order.user_id, asset_class=order.asset_class).exists():
+        return False  # a kill switch set since: the re-send could be what places it; it stays pending
     # The settling time (reconcile_orders) counts from the last send: note this one first, and only
     # while the order is still pending (reconcile may have settled it since the lookup).
     sent_at = timezone.now()
