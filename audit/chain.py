@@ -61,7 +61,7 @@ def canonical_content(event: BrokerOrderEvent) -> dict:
 
 
 def canonical_json(content: dict) -> str:
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def row_hash(prev_hash: str, content: dict) -> str:
