@@ -282,27 +282,29 @@ def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
     first_live = False
     with transaction.atomic():
         order.save(update_fields=[*changed, "attempt"])
-        if order.live:
-            first_live = _record_placed_live(order, meta, result)
-        else:
-            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
-                               broker_reply=_reply(result), **_audit_fields(order))
+        first_live = _record_placement(order, meta, event_type=EventType.PLACED, broker_reply=_reply(result))
     if first_live:
         transaction.on_commit(lambda: send_first_live_alert(order))
     return Placed(order, 201)
 
 
-def _record_placed_live(order: Order, meta: RequestMeta, result: BrokerOrder) -> bool:
-    """Mark the user's first live order exactly once: a partial unique index settles any race."""
-    try:
-        with transaction.atomic():
-            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta, first_live_order=True,
-                               broker_reply=_reply(result), **_audit_fields(order))
-        return True
-    except IntegrityError:
-        record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
-                           broker_reply=_reply(result), **_audit_fields(order))
-        return False
+def _record_placement(order: Order, meta: RequestMeta | None, *, event_type: EventType, broker_reply: dict) -> bool:
+    """Audit an order the broker holds: placed at once, or a pending one found or placed later.
+
+    A live one may be the user's first live order, marked exactly once (a partial unique index
+    settles any race); True when this row is that mark, so the caller alerts the operators.
+    """
+    if order.live:
+        try:
+            with transaction.atomic():
+                record_order_event(user_id=order.user_id, event_type=event_type, meta=meta, first_live_order=True,
+                                   broker_reply=broker_reply, **_audit_fields(order))
+            return True
+        except IntegrityError:
+            pass
+    record_order_event(user_id=order.user_id, event_type=event_type, meta=meta, broker_reply=broker_reply,
+                       **_audit_fields(order))
+    return False
 
 
 def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
@@ -394,16 +396,20 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
                 or (found is None and locked.attempt_started_at != order.attempt_started_at)):
             order.refresh_from_db()
             return False
+        first_live = False
         if found is None:
             locked.status = OrderStatus.REJECTED
             locked.updated_at = timezone.now()
-            reply = {"found": False}
+            locked.save()
+            record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta,
+                               broker_reply={"found": False}, **_audit_fields(locked))
         else:
             apply_broker_state(locked, found)
-            reply = {**_reply(found), "resent": True} if resent else _reply(found)
-        locked.save()
-        record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta, broker_reply=reply,
-                           **_audit_fields(locked))
+            locked.save()
+            first_live = _record_placement(locked, meta, event_type=EventType.RESOLVED,
+                                           broker_reply={**_reply(found), "resent": True} if resent else _reply(found))
+        if first_live:
+            transaction.on_commit(lambda: send_first_live_alert(locked))
     order.refresh_from_db()
     return True
 
