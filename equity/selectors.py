@@ -14,7 +14,7 @@ from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
 from brokers.errors import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
-from equity.models import Attempt, Order, OrderTally
+from equity.models import Attempt, LegRole, Order, OrderTally
 from equity.services import apply_broker_state, mirror_legs, resolve_pending, sync_bracket, update_leg
 
 STATUS_GROUPS = {
@@ -45,7 +45,8 @@ def _mark_invalid_on_refusal(connection: BrokerAccount, err: DomainError) -> Non
 
 def owned_order(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
     """The caller's order by broker_order_id or order_id, checked against the audit trail first."""
-    if owned_order_event(user_id=user.pk, order_ref=order_ref) is None:
+    if owned_order_event(user_id=user.pk, order_ref=order_ref) is None and not _mirrored_leg(
+            user=user, order_ref=order_ref, asset_class=asset_class, live=live):
         raise OrderNotFound(f"No order {order_ref!r} of yours.")
     order = (Order.objects.select_related("connection", "parent")
              .filter(user=user, attempt=Attempt.DONE, asset_class=asset_class, environment=_environment(live))
@@ -53,6 +54,26 @@ def owned_order(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
     if order is None:
         raise OrderNotFound(f"No {asset_class} {_environment(live)} order {order_ref!r} of yours.")
     return order
+
+
+def _mirrored_leg(*, user, order_ref: str, asset_class: str, live: bool) -> bool:
+    """A leg's order_id (the parent's plus `:tp` / `:sl`) asked for before any read has seen the leg:
+    read the caller's own bracket order, which mirrors its legs; True when the leg now is the caller's."""
+    parent_ref, _, role = order_ref.rpartition(":")
+    if role not in LegRole.values or not parent_ref:
+        return False
+    try:
+        parent = owned_order(user=user, order_ref=parent_ref, asset_class=asset_class, live=live)
+    except OrderNotFound:
+        return False
+    if not parent.bracket or parent.is_leg or not parent.broker_order_id:
+        return False
+    try:
+        sync_bracket(parent, adapter_for_order(parent))
+    except DomainError as err:
+        _mark_invalid_on_refusal(parent.connection, err)
+        raise
+    return owned_order_event(user_id=user.pk, order_ref=order_ref) is not None
 
 
 def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
@@ -126,9 +147,15 @@ def _unsettled(order: Order) -> bool:
     return any(leg.status in NOT_FINAL for leg in legs)
 
 
-def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> bool:
+@dataclass
+class Refreshed:
+    changed: bool = False  # an order's state changed
+    rows_added: bool = False  # bracket legs seen for the first time: new rows, which may belong on the page
+
+
+def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> Refreshed:
     """Bring the stored state of the not-yet-final orders among `orders` up to the broker's, with one
-    broker listing over their time window. True when any changed.
+    broker listing over their time window (a bracket's legs come nested in it).
 
     Only the page being shown is refreshed, so the cost follows the page size, not the user's
     history; orders off the page are brought up to date when they are shown, read one by one,
@@ -136,7 +163,7 @@ def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders
     """
     unsettled = [o for o in orders if o.broker_order_id and _unsettled(o)]
     if not unsettled:
-        return False
+        return Refreshed()
     # A leg's attempt_started_at is its parent's: the broker lists a leg nested in its parent.
     since = min(o.attempt_started_at if o.is_leg else o.submitted_at or o.attempt_started_at
                 for o in unsettled) - timedelta(seconds=5)
@@ -153,16 +180,17 @@ def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders
         with transaction.atomic():
             Order.objects.bulk_update(changed_rows, ["status", "filled_qty", "avg_fill_price", "updated_at",
                                                      "submitted_at"])
-    legs_changed = False
+    legs_changed = legs_opened = False
     mirrored: set[int] = set()
     for parent in [o for o in plain if o.broker_order_id in fresh and fresh[o.broker_order_id].legs]:
         before = [(leg.pk, leg.status) for leg in parent.leg_rows]
         parent.leg_rows = mirror_legs(parent, fresh[parent.broker_order_id], rows=parent.leg_rows)
+        legs_opened |= len(before) != len(parent.leg_rows)
         legs_changed |= before != [(leg.pk, leg.status) for leg in parent.leg_rows]
         mirrored.update(leg.pk for leg in parent.leg_rows)
     for leg in [o for o in unsettled if o.is_leg and o.pk not in mirrored and o.broker_order_id in fresh_legs]:
         legs_changed |= update_leg(leg, fresh_legs[leg.broker_order_id])
-    return bool(changed_rows) or legs_changed
+    return Refreshed(changed=bool(changed_rows) or legs_changed, rows_added=legs_opened)
 
 
 def order_list_for_user(*, user, asset_class: str, live: bool, status: str | None, page: int,
@@ -180,10 +208,11 @@ def order_list_for_user(*, user, asset_class: str, live: bool, status: str | Non
     ordered = rows.order_by("-submitted_at", "-id")
     items = list(ordered[start:start + size])
     attach_legs(items)
-    if _refresh_unsettled(connection, adapter, items):
-        if status:
-            items = list(ordered[start:start + size])  # a refreshed order may have left the status group
-        attach_legs(items)  # legs seen for the first time; on a new page, its own legs
+    refreshed = _refresh_unsettled(connection, adapter, items)
+    if refreshed.rows_added or (refreshed.changed and status):
+        # A refreshed order may have left the status group; legs seen for the first time join the list.
+        items = list(ordered[start:start + size])
+        attach_legs(items)
     # The triggers' tally, not rows.count(): the same number, without reading the whole history.
     total = tallies.aggregate(total=Sum("n"))["total"] or 0
     return OrderPage(items=items, total=total, page=page, size=size)
