@@ -16,6 +16,10 @@ class BrokerAdapter(Protocol):
     place_order, BrokerOutcomeUnknown when the request may have reached the broker); a refusal ->
     BrokerRejected or InsufficientFunds; an unknown order -> OrderNotFound; keys refused ->
     CredentialsRefused. Nothing else escapes an adapter.
+
+    Bracket legs (where a broker has them): an order's BrokerOrder carries its legs (place_order,
+    get_order, find_order and list_orders, which lists the legs nested in their parent, not on their
+    own); get_order and cancel_order take a leg's own id too.
     """
 
     exchange: str  # an Exchange value

@@ -508,7 +508,14 @@ def _cancel_bracket(*, user, order: Order, adapter: BrokerAdapter, meta: Request
         canceled.append(order)
         legs = read_back()
     else:
-        legs = sync_bracket(parent, adapter, meta=meta)
+        try:
+            legs = sync_bracket(parent, adapter, meta=meta)  # its state and its legs decide what is open
+        except DomainError as err:
+            if isinstance(err, CredentialsRefused):
+                _mark_invalid(parent.connection)
+            record_order_event(user_id=user.pk, event_type=EventType.CANCEL_REJECTED, meta=meta, error=err,
+                               **_audit_fields(parent))
+            raise
         if not OrderStatus(parent.status).is_final:
             _cancel_at_broker(user=user, order=parent, adapter=adapter, meta=meta)
             canceled.append(parent)

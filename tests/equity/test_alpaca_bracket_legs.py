@@ -130,3 +130,21 @@ def test_another_users_alpaca_leg_is_404(api_client, alpaca, make_client, other_
     for ref in (body["legs"][0]["broker_order_id"], "a-1:tp"):
         assert_error(bob.get(f"{ORDERS}/{ref}", Q), 404, "ORDER_NOT_FOUND")
         assert_error(bob.delete(f"{ORDERS}/{ref}?asset_class=us_equity"), 404, "ORDER_NOT_FOUND")
+
+
+def test_a_leg_alpaca_will_not_cancel_does_not_stop_the_other_and_its_refusal_is_the_answer(api_client, alpaca):
+    body = bracket_buy(api_client)
+    alpaca.set_price("AAPL", "188")
+    alpaca.not_cancelable.add(body["legs"][0]["broker_order_id"])
+    assert_error(api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity"), 422, "BROKER_REJECTED")
+    assert events("a-1:tp")[-1] == ("cancel_rejected", "accepted")
+    assert events("a-1:sl")[-1] == ("canceled", "canceled")
+    assert alpaca.legs[body["legs"][1]["broker_order_id"]]["status"] == "canceled"
+
+
+def test_a_bracket_cancel_whose_keys_are_refused_is_403_audited_and_never_a_500(api_client, alpaca):
+    bracket_buy(api_client)
+    alpaca.api_key = "revoked-at-alpaca"
+    assert_error(api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity"), 403, "BROKER_NOT_CONFIGURED")
+    assert events("a-1")[-1][0] == "cancel_rejected"
+    assert_error(api_client.get(f"{ORDERS}/a-1:tp", Q), 403, "BROKER_NOT_CONFIGURED")

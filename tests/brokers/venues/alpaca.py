@@ -72,6 +72,7 @@ class FakeAlpaca:
         self.orders: dict[str, dict] = {}  # id -> wire order, in submission order
         self.legs: dict[str, dict] = {}  # id -> bracket leg (the same dict as in its parent's "legs")
         self.parent_of: dict[str, str] = {}  # leg id -> parent id
+        self.not_cancelable: set[str] = set()  # ids whose cancel Alpaca refuses (422), as for a final order
         self.held: dict[str, tuple[Decimal, Decimal]] = {}  # order-form symbol -> (qty, cost)
         self.order_posts: list[dict] = []  # every JSON body POSTed to /v2/orders
 
@@ -230,7 +231,7 @@ class FakeAlpaca:
         order = self.orders.get(order_id) or self.legs.get(order_id)
         if order is None:
             return reply(404, wire("error_404_order.json"))
-        if order["status"] not in OPEN:
+        if order["status"] not in OPEN or order_id in self.not_cancelable:
             return reply(422, wire("error_422_not_cancelable.json"))
         now = stamp()
         order.update(status="canceled", canceled_at=now, updated_at=now)
