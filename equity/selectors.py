@@ -60,13 +60,13 @@ def _mirrored_leg(*, user, order_ref: str, asset_class: str, live: bool) -> bool
     """A leg's order_id (the parent's plus `:tp` / `:sl`) asked for before any read has seen the leg:
     read the caller's own bracket order, which mirrors its legs; True when the leg now is the caller's."""
     parent_ref, _, role = order_ref.rpartition(":")
-    if role not in LegRole.values or not parent_ref:
+    if role not in LegRole.values or not parent_ref or owned_order_event(user_id=user.pk, order_ref=parent_ref) is None:
         return False
-    try:
-        parent = owned_order(user=user, order_ref=parent_ref, asset_class=asset_class, live=live)
-    except OrderNotFound:
-        return False
-    if not parent.bracket or parent.is_leg or not parent.broker_order_id:
+    parent = (Order.objects.select_related("connection")
+              .filter(user=user, attempt=Attempt.DONE, asset_class=asset_class, environment=_environment(live),
+                      client_order_id=parent_ref, parent__isnull=True, bracket__isnull=False)
+              .exclude(broker_order_id=None).first())
+    if parent is None:
         return False
     try:
         sync_bracket(parent, adapter_for_order(parent))

@@ -246,3 +246,11 @@ def test_the_list_reads_legs_in_queries_that_do_not_grow_with_the_brackets_on_th
     brackets(2, 4)
     with django_assert_max_num_queries(baseline):
         assert len(listed(api_client)["items"]) == 18
+
+
+def test_a_leg_id_of_no_order_is_404_however_many_suffixes_it_has(api_client, sim_crypto):
+    place(api_client, bracket_buy())
+    fill_entry()
+    for ref in ("b-1:tp:tp", "b-2:tp", ":tp", "b-1" + ":sl" * 2000):
+        assert_error(get(api_client, ref), 404, "ORDER_NOT_FOUND")
+    assert get(api_client, "b-1:sl").status_code == 200
