@@ -222,7 +222,9 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, with every token checked against its user (brokers/tokens.py): a malformed
+        # user_id, a deleted user, a changed password or a log-out-everywhere is a 401.
+        "brokers.tokens.PasswordBoundJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -230,6 +232,9 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # JSON only, bounded in size and depth (brokers/parsers.py): no body of any size or nesting is
+    # read, and no form or multipart parser stands beside it.
+    "DEFAULT_PARSER_CLASSES": ["brokers.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "brokers.api.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": False,
@@ -243,7 +248,22 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(minutes=JWT_REFRESH_MINUTES),
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    # Every token carries a digest of the password hash it was issued under (simplejwt's
+    # `hash_password` claim); brokers/tokens.py refuses it once the password has changed.
+    "CHECK_REVOKE_TOKEN": True,
+    "TOKEN_OBTAIN_SERIALIZER": "brokers.tokens.LoginSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "brokers.tokens.RefreshSerializer",
 }
+
+# Request bodies (brokers/parsers.py): over API_MAX_BODY_BYTES -> 413 PAYLOAD_TOO_LARGE, nested
+# deeper than API_MAX_JSON_DEPTH -> 400 VALIDATION_ERROR. An order is about 300 bytes, 2 levels deep.
+API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)
+API_MAX_JSON_DEPTH = _int("API_MAX_JSON_DEPTH", 32)
+
+# Failed logins (brokers/login_throttle.py), django-ratelimit fixed windows on the shared cache:
+# a few per login name, a generous number per client address (an office or a proxy shares one).
+RATE_LIMIT_LOGIN_FAILURES_PER_NAME = _env("RATE_LIMIT_LOGIN_FAILURES_PER_NAME", "5/m")
+RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = _env("RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS", "100/m")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Equity Orders API",

@@ -3,26 +3,28 @@ from django.urls import include, path
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt import views as jwt_views
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
+from brokers.tokens import LoginSerializer, RefreshSerializer
 from equity.serializers import ErrorResponse
 
 _TOKEN_ERRORS = {400: OpenApiResponse(ErrorResponse, description="VALIDATION_ERROR"),
                  401: OpenApiResponse(ErrorResponse, description="NOT_AUTHENTICATED: wrong credentials or token"),
+                 413: OpenApiResponse(ErrorResponse, description="PAYLOAD_TOO_LARGE"),
                  415: OpenApiResponse(ErrorResponse, description="UNSUPPORTED_MEDIA_TYPE"),
                  503: OpenApiResponse(ErrorResponse, description="SERVICE_UNAVAILABLE")}
+_LOGIN_THROTTLED = {429: OpenApiResponse(ErrorResponse, description="RATE_LIMIT_EXCEEDED: too many failed logins")}
 
 
 @extend_schema_view(post=extend_schema(operation_id="obtain_token", auth=[],
-                                       responses={200: TokenObtainPairSerializer, **_TOKEN_ERRORS}))
+                                       responses={200: LoginSerializer, **_TOKEN_ERRORS, **_LOGIN_THROTTLED}))
 class TokenObtainView(jwt_views.TokenObtainPairView):
-    pass
+    serializer_class = LoginSerializer  # failed logins throttled; tokens bound to the password
 
 
 @extend_schema_view(post=extend_schema(operation_id="refresh_token", auth=[],
-                                       responses={200: TokenRefreshSerializer, **_TOKEN_ERRORS}))
+                                       responses={200: RefreshSerializer, **_TOKEN_ERRORS}))
 class TokenRefreshView(jwt_views.TokenRefreshView):
-    pass
+    serializer_class = RefreshSerializer  # a deleted user, a changed password, a log-out-everywhere: 401
 
 
 def document_paths_without_trailing_slash(endpoints, **kwargs):
