@@ -70,7 +70,9 @@ def take_login_slots(request, login) -> list[Slot]:
             give_back(taken)
             if usage["time_left"] < 0:  # django-ratelimit's sign that the cache failed (it fails closed)
                 raise _unavailable()
-            retry = max(1, usage["time_left"])
+            # django-ratelimit's window still holds at its last second (time_left 0): the next
+            # attempt can count only one second after that.
+            retry = usage["time_left"] + 1
             raise RateLimitExceeded(f"Too many failed logins {whose}; retry in {retry} s.",
                                     headers={"Retry-After": str(retry)})
     return taken

@@ -50,6 +50,10 @@ def _user_id_of(claim_value):
         field.run_validators(value)  # an integer beyond the column's range is no id either
     except (ValidationError, TypeError, ValueError, OverflowError):
         raise invalid from None
+    # Only the id as simplejwt writes it (str(pk)) or the integer itself: int() would also take
+    # "1 ", "01" or a full-width "１" for 1.
+    if (str(value) if isinstance(claim_value, str) else value) != claim_value:
+        raise invalid
     return value
 
 
