@@ -15,6 +15,7 @@ workers: of 40 concurrent wrong passwords for one name under `5/m`, exactly 5 ar
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import unicodedata
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import caches
 from django_ratelimit import ALL
-from django_ratelimit.core import _get_ip, _get_window, _make_cache_key, _split_rate, get_usage
+from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 
 from brokers.errors import RateLimitExceeded, ServiceUnavailable
 
@@ -45,9 +46,19 @@ def login_name_key(login) -> str:
 
 
 def client_address(request) -> str:
-    """The peer address as django-ratelimit's `ip` key sees it (IPv6 by /64 network); never a
-    client-supplied X-Forwarded-For, which would hand every attempt a fresh budget."""
-    return _get_ip(request)
+    """The peer address (an IPv6 client by its /64 network, as django-ratelimit's `ip` key counts).
+
+    Never a client-supplied X-Forwarded-For, which would hand every attempt a fresh budget. A
+    request without a peer address (a Unix socket, an in-process test transport) shares one budget
+    with every other such request rather than escaping the limit.
+    """
+    try:
+        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
+    except ValueError:
+        return "no-peer-address"
+    bits = getattr(settings, "RATELIMIT_IPV6_MASK", 64) if peer.version == 6 else \
+        getattr(settings, "RATELIMIT_IPV4_MASK", 32)
+    return str(ipaddress.ip_network(f"{peer}/{bits}", strict=False).network_address)
 
 
 def take_login_slots(request, login) -> list[Slot]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
@@ -133,3 +134,9 @@ class RefreshSerializer(TokenRefreshSerializer):
         # Refresh tokens are not rotated (SIMPLE_JWT ROTATE_REFRESH_TOKENS stays off): the access
         # token copies the refresh token's claims, the password and generation ones included.
         return {"access": str(refresh.access_token)}
+
+
+class PasswordBoundJWTScheme(SimpleJWTScheme):
+    """The schema's bearer scheme for the subclass, as drf-spectacular documents simplejwt's."""
+
+    target_class = PasswordBoundJWTAuthentication

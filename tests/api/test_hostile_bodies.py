@@ -60,6 +60,17 @@ def test_a_body_nested_1000_deep_is_400_on_every_body_route_with_nothing_logged_
     assert not BrokerAccount.objects.exists()
 
 
+@pytest.mark.parametrize("method,path", [("delete", "/api/equity/orders/k1?asset_class=crypto"),
+                                         ("get", "/api/equity/orders?asset_class=crypto"),
+                                         ("delete", "/api/brokers/accounts/1")])
+def test_a_bomb_in_the_body_of_a_read_or_a_delete_is_an_envelope_never_a_500(api_client, watched, method, path):
+    api_client.raise_request_exception = False
+    resp = api_client.generic(method.upper(), path, BRACKET_BOMB, content_type="application/json")
+    assert resp.status_code < 500 and resp["Content-Type"].startswith("application/json"), resp.content[:300]
+    assert set(resp.json()) >= {"code", "detail"}
+    assert_nothing_above_warning(watched)
+
+
 @pytest.mark.parametrize("path", PUBLIC_BODY_ROUTES)
 def test_the_token_routes_refuse_the_bomb_without_any_login(db, watched, path):
     assert_error(post_raw(APIClient(), path, BRACKET_BOMB), 400, "VALIDATION_ERROR")

@@ -171,3 +171,11 @@ def test_with_the_shared_cache_down_login_is_503_and_no_password_is_hashed(user,
         body = assert_error(resp, 503, "SERVICE_UNAVAILABLE")
         assert "failed logins cannot be counted" in body["detail"]
     assert hashed() == 0
+
+
+def test_requests_without_a_peer_address_share_one_address_budget(user, settings):
+    """A Unix-socket deployment has no REMOTE_ADDR: those requests are limited together, never not at all."""
+    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
+    for n in range(3):
+        assert log_in(f"guess{n}", "wrong", address="").status_code == 401
+    assert_throttled(log_in("alice", PASSWORD, address=""), "from this address")
