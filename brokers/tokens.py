@@ -27,6 +27,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from brokers.login_throttle import give_back, take_login_slots
@@ -88,8 +89,6 @@ def user_for_token(token):
 
 def issue_refresh_token(user):
     """A refresh token bound to the user's current password and token generation."""
-    from rest_framework_simplejwt.tokens import RefreshToken
-
     token = RefreshToken.for_user(user)
     token[api_settings.REVOKE_TOKEN_CLAIM] = get_md5_hash_password(user.password or "")
     token[GENERATION_CLAIM] = current_generation(user)
