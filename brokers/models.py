@@ -56,7 +56,7 @@ class TraderProfile(models.Model):
 class TokenGeneration(models.Model):
     """Which generation of a user's JWTs is current; an operator's "log out everywhere" bumps it.
 
-    Every token carries the generation it was issued in (brokers.tokens): one from an earlier
+    Every token carries the generation it was issued in (brokers.authentication): one from an earlier
     generation is refused on every use, so a bump ends every access and refresh token issued before
     it. No row means generation 0, which a token without the claim also stands for.
     """

@@ -72,7 +72,7 @@ def set_live_enabled(*, user, enabled: bool) -> TraderProfile:
 def log_out_everywhere(*, user) -> int:
     """Ends every access and refresh token issued to `user` so far; returns the new generation.
 
-    Tokens carry the generation they were issued in (brokers.tokens): bumping it in one UPDATE
+    Tokens carry the generation they were issued in (brokers.authentication): bumping it in one UPDATE
     refuses every earlier token on its next use, in every worker, with no list of tokens kept.
     A new login afterwards gets a token of the new generation.
     """

@@ -222,9 +222,9 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
-        # simplejwt's, with every token checked against its user (brokers/tokens.py): a malformed
+        # simplejwt's, with every token checked against its user (brokers/authentication.py): a malformed
         # user_id, a deleted user, a changed password or a log-out-everywhere is a 401.
-        "brokers.tokens.PasswordBoundJWTAuthentication",
+        "brokers.authentication.PasswordBoundJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -249,10 +249,10 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
     # Every token carries a digest of the password hash it was issued under (simplejwt's
-    # `hash_password` claim); brokers/tokens.py refuses it once the password has changed.
+    # `hash_password` claim); brokers/authentication.py refuses it once the password has changed.
     "CHECK_REVOKE_TOKEN": True,
-    "TOKEN_OBTAIN_SERIALIZER": "brokers.tokens.LoginSerializer",
-    "TOKEN_REFRESH_SERIALIZER": "brokers.tokens.RefreshSerializer",
+    "TOKEN_OBTAIN_SERIALIZER": "brokers.authentication.LoginSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "brokers.authentication.RefreshSerializer",
 }
 
 # Request bodies (brokers/parsers.py): over API_MAX_BODY_BYTES -> 413 PAYLOAD_TOO_LARGE, nested

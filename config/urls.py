@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt import views as jwt_views
 
-from brokers.tokens import LoginSerializer, RefreshSerializer
+from brokers.authentication import LoginSerializer, RefreshSerializer
 from equity.serializers import ErrorResponse
 
 _TOKEN_ERRORS = {400: OpenApiResponse(ErrorResponse, description="VALIDATION_ERROR"),

@@ -156,3 +156,32 @@ def test_staff_without_the_change_user_permission_is_not_offered_the_action(clie
     assert resp.status_code in (200, 302, 403)
     assert_all_working(tokens)
     assert not TokenGeneration.objects.filter(user=user, number__gt=0).exists()
+
+
+def test_without_check_revoke_token_a_host_minted_token_is_bound_by_the_generation_only(user, monkeypatch):
+    """A host that leaves SIMPLE_JWT CHECK_REVOKE_TOKEN off mints tokens without the password claim:
+    they are not refused for lacking it, and a log-out everywhere still ends them. The apps' own
+    login route writes the claim either way, so its tokens still die with the password."""
+    from rest_framework_simplejwt.settings import api_settings
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    monkeypatch.setattr(api_settings, "CHECK_REVOKE_TOKEN", False)
+    token = AccessToken.for_user(user)
+    token.payload.pop("hash_password", None)  # as simplejwt writes it with the setting off
+    host_minted = str(token)
+    assert read_with(host_minted).status_code == 200
+    ours = earlier_tokens(user.username)
+    user.set_password("a-new-pass-5678")
+    user.save()
+    assert_all_ended(ours)
+    assert read_with(host_minted).status_code == 200
+    call_command("log_out_everywhere", user.username)
+    assert_401_envelope(read_with(host_minted))
+
+
+def test_with_check_revoke_token_on_a_token_without_the_password_claim_is_401(user):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(user)
+    del token["hash_password"]
+    assert_401_envelope(read_with(str(token)))

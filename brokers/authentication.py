@@ -10,7 +10,9 @@ Here every use of a token, access or refresh, goes through `user_for_token`:
 - the `user_id` claim must be a string or integer that the user model's primary key accepts;
 - the user must exist and be active;
 - the `hash_password` claim (simplejwt's own, written by `Token.for_user` when SIMPLE_JWT
-  CHECK_REVOKE_TOKEN is on) must match the user's current password hash;
+  CHECK_REVOKE_TOKEN is on, and always by the apps' login route) must match the user's current
+  password hash; without that setting a token minted by a host's own code, which lacks the claim,
+  is bound by the generation only;
 - the `token_generation` claim (absent = 0) must be the user's current `TokenGeneration`.
 
 Anything else is 401 NOT_AUTHENTICATED. An access token made from a refresh token copies both
@@ -66,6 +68,16 @@ def current_generation(user) -> int:
         return 0
 
 
+def _password_claim_matches(token, user) -> bool:
+    claim = token.get(api_settings.REVOKE_TOKEN_CLAIM)
+    if claim is None:
+        # Every token of the apps' login route has the claim. One without it comes from a host's own
+        # code: with CHECK_REVOKE_TOKEN on, simplejwt writes it into every token, so its absence is
+        # refused; with it off, the host's tokens cannot carry it, and only the generation binds them.
+        return not api_settings.CHECK_REVOKE_TOKEN
+    return claim == get_md5_hash_password(user.password or "")
+
+
 def user_for_token(token):
     """The token's user, if the token is still theirs to use; else AuthenticationFailed (401)."""
     if api_settings.USER_ID_CLAIM not in token:
@@ -80,7 +92,7 @@ def user_for_token(token):
         raise _refused(_("User not found"), "user_not_found") from None
     if not api_settings.USER_AUTHENTICATION_RULE(user):
         raise _refused(_("User is inactive"), "user_inactive")
-    if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password or ""):
+    if not _password_claim_matches(token, user):
         raise _refused(_("The user's password has been changed."), "password_changed")
     if token.get(GENERATION_CLAIM, 0) != current_generation(user):
         raise _refused(_("This token was ended by a log-out everywhere."), "token_ended")
