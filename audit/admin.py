@@ -12,7 +12,8 @@ class BrokerOrderEventAdmin(admin.ModelAdmin):
                     "first_live_order")
     list_filter = ("event_type", "asset_class", "environment", "exchange", "first_live_order",
                    ("created_at", admin.DateFieldListFilter), "user")
-    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "user__username")
+    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "request_id", "client_request_id",
+                     "user__username")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     show_full_result_count = False

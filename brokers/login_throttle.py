@@ -25,6 +25,7 @@ from django.core.cache import caches
 from django_ratelimit import ALL
 from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 
+from audit.services import client_ip_of
 from brokers.errors import RateLimitExceeded, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -46,16 +47,18 @@ def login_name_key(login) -> str:
 
 
 def client_address(request) -> str:
-    """The peer address (an IPv6 client by its /64 network, as django-ratelimit's `ip` key counts).
+    """The client's address as the audit log records it (audit.services.client_ip_of: the peer,
+    or behind the configured trusted proxies the first hop they vouch for), an IPv6 client by its
+    /64 network as django-ratelimit's `ip` key counts.
 
-    Never a client-supplied X-Forwarded-For, which would hand every attempt a fresh budget. A
-    request without a peer address (a Unix socket, an in-process test transport) shares one budget
+    Never a client-written X-Forwarded-For, which would hand every attempt a fresh budget. A
+    request without an address (a Unix socket, an in-process test transport) shares one budget
     with every other such request rather than escaping the limit.
     """
-    try:
-        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
-    except ValueError:
+    address = client_ip_of(request.META)
+    if address is None:
         return "no-peer-address"
+    peer = ipaddress.ip_address(address)
     bits = getattr(settings, "RATELIMIT_IPV6_MASK", 64) if peer.version == 6 else \
         getattr(settings, "RATELIMIT_IPV4_MASK", 32)
     return str(ipaddress.ip_network(f"{peer}/{bits}", strict=False).network_address)

@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
+from brokers.amounts import NOT_AN_AMOUNT, is_amount
 from brokers.registry import ADAPTERS, adapter_class, supported
 from brokers.types import AssetClass, Environment
 
@@ -41,11 +42,13 @@ class ConnectionCreate(serializers.Serializer):
         if exchange == "kis" and "account_no" in creds and not _KIS_ACCOUNT_RE.match(creds["account_no"]):
             problems.append("account_no must look like 12345678-01.")
         if "starting_cash" in creds:
+            # As sent, before the credentials' CharField turned a number into a string and trimmed it.
+            sent = (self.initial_data.get("credentials") or {}).get("starting_cash")
             try:
-                if Decimal(creds["starting_cash"]) <= 0:
+                if not is_amount(sent) or Decimal(creds["starting_cash"]) <= 0:
                     raise InvalidOperation
             except (InvalidOperation, ValueError):
-                problems.append("starting_cash must be a positive number.")
+                problems.append(f"starting_cash must be a positive number. {NOT_AN_AMOUNT}")
         if problems:
             raise serializers.ValidationError({"credentials": problems})
         return attrs

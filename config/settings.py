@@ -6,6 +6,7 @@ with DEBUG=0 the process refuses to start on a development secret or credentials
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from decimal import Decimal
@@ -290,8 +291,33 @@ KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
 KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
 UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
 BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
-# After a lost reply, how long to wait before a second lookup may call an order absent.
-BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
+# A broker with client ids: how long after the last send a lookup that still finds nothing proves
+# the order absent (reconcile_orders then rejects it). A lookup may lag; this is far beyond it.
+BROKER_ABSENT_AFTER_SECONDS = float(_env("BROKER_ABSENT_AFTER_SECONDS", "600"))
+# Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
+KIS_MOCK_REQUESTS_PER_SECOND = float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2"))  # 모의투자 server
+KIS_REAL_REQUESTS_PER_SECOND = float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20"))  # 실전투자 server
+UPBIT_ORDER_REQUESTS_PER_SECOND = float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12"))  # group=order
+UPBIT_PRIVATE_REQUESTS_PER_SECOND = float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30"))  # group=default
+# How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
+PACING_MAX_WAIT_SECONDS = float(_env("PACING_MAX_WAIT_SECONDS", "5"))
+# Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
+KIS_PAGING_RESTARTS = int(_env("KIS_PAGING_RESTARTS", "3"))
+
+# Audit: the client address of each audit row (audit.services.client_ip_of). Default: the peer
+# (REMOTE_ADDR), and X-Forwarded-For is ignored, since a client can write anything there. Behind
+# proxies that append to X-Forwarded-For, set how many there are (TRUSTED_PROXY_COUNT) and/or
+# their addresses or networks (TRUSTED_PROXIES, comma-separated, e.g. "10.0.0.0/8,192.0.2.7"):
+# the client is then the right-most X-Forwarded-For hop that is not one of them.
+TRUSTED_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", 0)
+TRUSTED_PROXIES = [p.strip() for p in (_env("TRUSTED_PROXIES") or "").split(",") if p.strip()]
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 (no proxy) or the number of proxies in front.")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network.") from None
 
 # Gates
 RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from brokers.amounts import NOT_AN_AMOUNT, is_amount
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
 STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
-_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
+# Used with fullmatch: `$` would also accept a trailing newline.
+_KEY_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 @extend_schema_field({"type": "number", "format": "double", "minimum": 1e-10,
@@ -23,10 +26,43 @@ class PositiveAmount(serializers.DecimalField):
     The bound keeps every product the service computes (notional, risk = qty x price distance) under
     10^24, which a 28-digit Decimal holds to the cent. The "> 0" check runs in the serializer's
     validate(), so that every field's error is named at once.
+
+    Strict about its input: a JSON number, or a string in plain ASCII decimal notation (as Alpaca's
+    clients send amounts), `^[0-9]+(\\.[0-9]+)?$` (brokers.amounts). Python's Decimal() would read
+    "١" (Arabic-Indic), "１" (full-width), " 1 ", "+1" or "1e3"; none of them is an amount here.
     """
+
+    default_error_messages = {"not_an_amount": NOT_AN_AMOUNT}
 
     def __init__(self, **kwargs):
         super().__init__(max_digits=22, decimal_places=10, **kwargs)
+
+    def to_internal_value(self, data):
+        if not is_amount(data):
+            self.fail("not_an_amount")
+        return super().to_internal_value(data)
+
+
+class ClientOrderId(serializers.CharField):
+    """The idempotency key exactly as sent: a JSON string of 1 to 64 of [A-Za-z0-9-_.:]. No trimming
+    (" a " is not "a") and no coercion (the number 5 is not the key "5")."""
+
+    default_error_messages = {
+        "not_a_string": "Must be a JSON string.",
+        "not_a_key": "Use 1 to 64 letters, digits or -_.: characters.",
+    }
+
+    def __init__(self, **kwargs):
+        # The validator is there for the schema's "pattern"; to_internal_value has already decided.
+        super().__init__(max_length=64, min_length=1, trim_whitespace=False,
+                         validators=[RegexValidator(r"^[A-Za-z0-9._:-]+$")], **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        if not _KEY_RE.fullmatch(data):
+            self.fail("not_a_key")
+        return data
 
 
 def _money(**kwargs):
@@ -93,8 +129,8 @@ class PlaceOrderRequest(StrictSerializer):
     stop_price = _money(required=False, allow_null=True, default=None,
                         help_text="Required for stop and stop_limit; refused for market and limit.")
     bracket = BracketSpec(required=False, allow_null=True, default=None)
-    client_order_id = serializers.CharField(
-        required=False, allow_null=True, default=None, max_length=64,
+    client_order_id = ClientOrderId(
+        required=False, allow_null=True, default=None,
         help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
     time_in_force = serializers.ChoiceField(
         choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
@@ -107,11 +143,6 @@ class PlaceOrderRequest(StrictSerializer):
     def validate_symbol(self, value: str) -> str:
         if not value:
             raise serializers.ValidationError("This field may not be blank.")
-        return value
-
-    def validate_client_order_id(self, value: str | None) -> str | None:
-        if value is not None and (not value or not _KEY_RE.match(value)):
-            raise serializers.ValidationError("Use 1 to 64 letters, digits or -_.: characters.")
         return value
 
     def validate(self, attrs):

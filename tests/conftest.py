@@ -40,17 +40,29 @@ def _clear_all_caches():
 @pytest.fixture(autouse=True, scope="session")
 def _allow_flushing_the_audit_table():
     """A transactional test ends with a flush (TRUNCATE of every table); the audit table's trigger
-    refuses TRUNCATE, rightly. Only the test runner's flush is let through, by pgtrigger's switch."""
-    import pgtrigger
+    refuses TRUNCATE, rightly, and no session setting switches it off (audit migration 0002).
+
+    The test database is owned by the role the tests connect as, and only a table's owner may
+    `ALTER TABLE … DISABLE TRIGGER`: the flush does that inside its own transaction (DDL is
+    transactional in PostgreSQL, so a failed flush leaves the trigger on). A deployed service
+    connects as a role that owns nothing (README "Least-privilege deployment") and cannot do this,
+    which tests/audit/test_least_privilege.py shows.
+    """
+    from django.db import transaction
     from django.db.backends.postgresql.operations import DatabaseOperations
 
     original = DatabaseOperations.execute_sql_flush
+    trigger = "broker_order_events_append_only"
 
-    def flush_ignoring_audit_truncate_guard(self, sql_list):
-        with pgtrigger.ignore("audit.BrokerOrderEvent:append_only_no_truncate"):
+    def flush_as_the_table_owner(self, sql_list):
+        if not any("broker_order_events" in sql for sql in sql_list):
             return original(self, sql_list)
+        with transaction.atomic(using=self.connection.alias), self.connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE broker_order_events DISABLE TRIGGER {trigger}")
+            original(self, sql_list)
+            cursor.execute(f"ALTER TABLE broker_order_events ENABLE ALWAYS TRIGGER {trigger}")
 
-    DatabaseOperations.execute_sql_flush = flush_ignoring_audit_truncate_guard
+    DatabaseOperations.execute_sql_flush = flush_as_the_table_owner
     yield
     DatabaseOperations.execute_sql_flush = original
 
@@ -60,6 +72,34 @@ def _clear_cache():
     _clear_all_caches()
     yield
     _clear_all_caches()
+
+
+class VirtualPacingClock:
+    """brokers.pacing's clock and sleep for tests: a wait moves the clock instead of the test."""
+
+    def __init__(self):
+        import time
+
+        self._time, self.offset, self.waits = time.time, 0.0, []
+
+    def now(self) -> float:
+        return self._time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.offset += seconds
+
+
+@pytest.fixture(autouse=True)
+def pacing_clock(monkeypatch) -> VirtualPacingClock:
+    """Broker request pacing keeps its budget (slots are claimed in the cache) but never sleeps."""
+    from brokers import pacing
+
+    clock = VirtualPacingClock()
+    monkeypatch.setattr(pacing, "_clock", clock.now)
+    monkeypatch.setattr(pacing, "_sleep", clock.sleep)
+    pacing._local.clear()
+    return clock
 
 
 @pytest.fixture

@@ -290,7 +290,6 @@ def trading_hours():
 @pytest.fixture
 def broker(request, db, user, settings, monkeypatch, trading_hours) -> BrokerRig:
     """The user's connection to the real adapter named by the parameter, its fake behind a FaultGate."""
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
     monkeypatch.setattr(kis, "_pause", lambda seconds: None)  # retry pacing, not behaviour
     monkeypatch.setattr(upbit, "READ_RETRY_DELAYS", (0, 0))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

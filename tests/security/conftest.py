@@ -15,7 +15,6 @@ from tests.security.evidence import Evidence
 def evidence(caplog, settings, monkeypatch):
     """Everything logged at DEBUG by every logger, fresh Fernet keys, and the recorder."""
     settings.BROKER_CREDENTIALS_KEYS = [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
     caplog.set_level(logging.DEBUG)
     quiet = []
     for name, logger in list(logging.root.manager.loggerDict.items()):

@@ -179,3 +179,17 @@ def test_requests_without_a_peer_address_share_one_address_budget(user, settings
     for n in range(3):
         assert log_in(f"guess{n}", "wrong", address="").status_code == 401
     assert_throttled(log_in("alice", PASSWORD, address=""), "from this address")
+
+
+def test_behind_a_trusted_proxy_each_client_gets_its_own_address_budget(user, settings):
+    """With TRUSTED_PROXY_COUNT = 1 the proxy's X-Forwarded-For names the client: the office behind
+    the proxy is not locked out by one guesser elsewhere, and the guesser cannot rotate the header
+    past the proxy's own entry."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
+    for n in range(3):  # the client writes a fresh left-most entry each time; the proxy appends the real one
+        assert log_in(f"guess{n}", "wrong", address="10.0.0.2",
+                      HTTP_X_FORWARDED_FOR=f"203.0.113.{n}, 198.51.100.7").status_code == 401
+    assert_throttled(log_in("alice", PASSWORD, address="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.7"),
+                     "from this address")
+    assert log_in("alice", PASSWORD, address="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.8").status_code == 200
