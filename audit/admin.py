@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from audit.models import BrokerOrderEvent
+from brokers.admin import SearchByUserLogin
 
 
 @admin.register(BrokerOrderEvent)
-class BrokerOrderEventAdmin(admin.ModelAdmin):
+class BrokerOrderEventAdmin(SearchByUserLogin, admin.ModelAdmin):
     """Read-only for everyone, superusers included: the log is append-only."""
 
     list_display = ("created_at", "user", "event_type", "asset_class", "exchange", "environment", "symbol",
@@ -12,8 +13,8 @@ class BrokerOrderEventAdmin(admin.ModelAdmin):
                     "first_live_order")
     list_filter = ("event_type", "asset_class", "environment", "exchange", "first_live_order",
                    ("created_at", admin.DateFieldListFilter), "user")
-    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "request_id", "client_request_id",
-                     "user__username")
+    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "request_id",
+                     "client_request_id")  # and the user's login
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     show_full_result_count = False

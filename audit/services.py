@@ -8,9 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from django.conf import settings
-
 from audit.models import BrokerOrderEvent, EventType
+from brokers.conf import conf
 
 # Account numbers count as secrets under each broker's name for them: account_no (ours, KIS),
 # account_number (Alpaca), CANO (KIS's wire field).
@@ -60,8 +59,8 @@ def client_ip_of(meta: dict) -> str | None:
     left-most one, which a trusted proxy reported. A client hop that is not an IP address is None.
     """
     peer = meta.get("REMOTE_ADDR") or ""
-    count = settings.TRUSTED_PROXY_COUNT
-    networks = _networks(tuple(settings.TRUSTED_PROXIES))
+    count = conf.TRUSTED_PROXY_COUNT
+    networks = _networks(tuple(conf.TRUSTED_PROXIES))
     if count <= 0 and not networks:
         return _ip_or_none(peer)
     hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()] + [peer]

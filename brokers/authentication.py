@@ -118,9 +118,6 @@ class LoginSerializer(TokenObtainPairSerializer):
     """POST /api/auth/token: failed logins are throttled (brokers.login_throttle) before any
     password is hashed; the tokens are bound to the password and the token generation."""
 
-    class Meta:
-        ref_name = "TokenObtainPair"  # simplejwt's component name in the schema, unchanged
-
     @classmethod
     def get_token(cls, user):
         return issue_refresh_token(user)
@@ -135,9 +132,6 @@ class LoginSerializer(TokenObtainPairSerializer):
 
 class RefreshSerializer(TokenRefreshSerializer):
     """POST /api/auth/token/refresh: only a token that `user_for_token` accepts mints an access token."""
-
-    class Meta:
-        ref_name = "TokenRefresh"
 
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.types import Account, BrokerOrder, ListScope, OrderRequest, Position
 
@@ -20,6 +20,10 @@ class BrokerAdapter(Protocol):
     CredentialsRefused. A placement refused because its client id is already used returns the
     order under that id, or raises DuplicateClientId (a BrokerOutcomeUnknown) when the broker does
     not show it yet: never BrokerRejected. Nothing else escapes an adapter.
+
+    Bracket legs (where a broker has them): an order's BrokerOrder carries its legs (place_order,
+    get_order, find_order and list_orders, which lists the legs nested in their parent, not on their
+    own); get_order and cancel_order take a leg's own id too.
     """
 
     exchange: str  # an Exchange value
@@ -65,7 +69,7 @@ class BrokerAdapter(Protocol):
 
 def absent_after() -> timedelta:
     """How long after its last send an order of a client-id broker that is still not found is absent."""
-    return timedelta(seconds=settings.BROKER_ABSENT_AFTER_SECONDS)
+    return timedelta(seconds=conf.BROKER_ABSENT_AFTER_SECONDS)
 
 
 class UniqueClientIds:

@@ -64,7 +64,7 @@ class IdempotencyInProgress(DomainError):
 
 # 413
 class PayloadTooLarge(DomainError):
-    """A request body over the documented limit (settings.API_MAX_BODY_BYTES); it is not read past it."""
+    """A request body over the documented limit (EQUITY_ORDERS["MAX_BODY_BYTES"]); it is not read past it."""
 
     code, status_code, default_detail = "PAYLOAD_TOO_LARGE", 413, "The request body is too large."
 

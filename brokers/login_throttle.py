@@ -26,6 +26,7 @@ from django_ratelimit import ALL
 from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 
 from audit.services import client_ip_of
+from brokers.conf import conf
 from brokers.errors import RateLimitExceeded, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,9 @@ def take_login_slots(request, login) -> list[Slot]:
     when the shared cache cannot count: no password is checked that cannot be counted.
     """
     taken: list[Slot] = []
-    budgets = [(ADDRESS_GROUP, settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS, client_address(request),
+    budgets = [(ADDRESS_GROUP, conf.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS, client_address(request),
                 "from this address"),
-               (NAME_GROUP, settings.RATE_LIMIT_LOGIN_FAILURES_PER_NAME, login_name_key(login),
+               (NAME_GROUP, conf.RATE_LIMIT_LOGIN_FAILURES_PER_NAME, login_name_key(login),
                 "for this login")]
     for group, rate, value, whose in budgets:
         slot, usage = _take(request, group=group, rate=rate, value=value)
@@ -94,7 +95,7 @@ def take_login_slots(request, login) -> list[Slot]:
 
 def give_back(slots: list[Slot]) -> None:
     """Uncounts the attempt (a login that succeeded); a cache error here only logs: the login stands."""
-    cache = caches[settings.RATELIMIT_USE_CACHE]
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]  # django-ratelimit's own setting
     for slot in slots:
         if slot.cache_key is None:
             continue

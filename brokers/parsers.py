@@ -2,7 +2,7 @@
 
 DRF's JSONParser hands the whole stream to `json.load`: a body of any size is read, and 2 KB of
 brackets nested 1000 deep raise RecursionError, which escapes as a 500 (logged at ERROR, mailed to
-ADMINS) before anyone has logged in. Here a body over MAX_BODY_BYTES is 413 without being read past
+ADMINS) before anyone has logged in. Here a body over EQUITY_ORDERS["MAX_BODY_BYTES"] is 413 without being read past
 the limit, and one nested deeper than MAX_JSON_DEPTH is a 400 VALIDATION_ERROR before it is
 decoded. The apps' bodies are orders and broker connections: two or three levels, well under 2 KB.
 """
@@ -17,6 +17,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.utils import json
 
+from brokers.conf import conf
 from brokers.errors import PayloadTooLarge
 
 # A JSON string (escapes included) and the four bracket characters outside strings. Both
@@ -43,11 +44,11 @@ def nesting_depth_exceeds(text: str, limit: int) -> bool:
 
 
 class BoundedJSONParser(JSONParser):
-    """JSON bodies of at most settings.API_MAX_BODY_BYTES bytes and settings.API_MAX_JSON_DEPTH levels."""
+    """JSON bodies of at most EQUITY_ORDERS["MAX_BODY_BYTES"] bytes and ["MAX_JSON_DEPTH"] levels."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        max_bytes = settings.API_MAX_BODY_BYTES
-        max_depth = settings.API_MAX_JSON_DEPTH
+        max_bytes = conf.MAX_BODY_BYTES
+        max_depth = conf.MAX_JSON_DEPTH
         request = (parser_context or {}).get("request")
         declared = _declared_length(request)
         if declared is not None and declared > max_bytes:

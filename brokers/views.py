@@ -6,15 +6,15 @@ from rest_framework.response import Response
 
 from brokers import services
 from brokers.models import BrokerAccount
-from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut
-from equity.serializers import ErrorResponse
+from brokers.api import AppViewPolicy
+from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut, ErrorResponse
 
 
 def _errors(*codes):
     return {c: OpenApiResponse(ErrorResponse) for c in codes}
 
 
-class BrokerAccountViewSet(viewsets.ViewSet):
+class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):
     lookup_value_regex = r"[0-9]+"
 
     @extend_schema(operation_id="list_broker_accounts", responses={200: ConnectionList, **_errors(401, 503)})

@@ -6,7 +6,6 @@ with DEBUG=0 the process refuses to start on a development secret or credentials
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from datetime import timedelta
 from decimal import Decimal
@@ -104,7 +103,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.middleware.ApiErrorsAsJsonMiddleware",
+    "brokers.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -222,10 +221,10 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
-        # simplejwt's, with every token checked against its user (brokers/authentication.py): a malformed
-        # user_id, a deleted user, a changed password or a log-out-everywhere is a 401.
-        "brokers.authentication.PasswordBoundJWTAuthentication",
+        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403. On the apps'
+        # routes simplejwt's class stands for its password-bound subclass (brokers/authentication.py):
+        # a malformed user_id, a deleted user, a changed password or a log-out everywhere is a 401.
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -233,9 +232,6 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    # JSON only, bounded in size and depth (brokers/parsers.py): no body of any size or nesting is
-    # read, and no form or multipart parser stands beside it.
-    "DEFAULT_PARSER_CLASSES": ["brokers.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "brokers.api.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": False,
@@ -249,22 +245,11 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(minutes=JWT_REFRESH_MINUTES),
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
-    # Every token carries a digest of the password hash it was issued under (simplejwt's
-    # `hash_password` claim); brokers/authentication.py refuses it once the password has changed.
+    # Every token simplejwt makes (RefreshToken.for_user, here too) carries a digest of the password
+    # hash it was issued under (its `hash_password` claim); the apps refuse it once the password has
+    # changed (brokers/authentication.py). The apps' login route writes the claim in any case.
     "CHECK_REVOKE_TOKEN": True,
-    "TOKEN_OBTAIN_SERIALIZER": "brokers.authentication.LoginSerializer",
-    "TOKEN_REFRESH_SERIALIZER": "brokers.authentication.RefreshSerializer",
 }
-
-# Request bodies (brokers/parsers.py): over API_MAX_BODY_BYTES -> 413 PAYLOAD_TOO_LARGE, nested
-# deeper than API_MAX_JSON_DEPTH -> 400 VALIDATION_ERROR. An order is about 300 bytes, 2 levels deep.
-API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)
-API_MAX_JSON_DEPTH = _int("API_MAX_JSON_DEPTH", 32)
-
-# Failed logins (brokers/login_throttle.py), django-ratelimit fixed windows on the shared cache:
-# a few per login name, a generous number per client address (an office or a proxy shares one).
-RATE_LIMIT_LOGIN_FAILURES_PER_NAME = _env("RATE_LIMIT_LOGIN_FAILURES_PER_NAME", "5/m")
-RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = _env("RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS", "100/m")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Equity Orders API",
@@ -279,61 +264,63 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
-    "PREPROCESSING_HOOKS": ["config.urls.document_paths_without_trailing_slash"],
+    "PREPROCESSING_HOOKS": ["brokers.api.document_paths_without_trailing_slash"],
     "ENUM_NAME_OVERRIDES": {},
 }
 
-# Brokers
-ALPACA_PAPER_URL = _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets")
-ALPACA_LIVE_URL = _env("ALPACA_LIVE_URL", "https://api.alpaca.markets")
-ALPACA_DATA_URL = _env("ALPACA_DATA_URL", "https://data.alpaca.markets")
-KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
-KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
-UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
-BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
-# A broker with client ids: how long after the last send a lookup that still finds nothing proves
-# the order absent (reconcile_orders then rejects it). A lookup may lag; this is far beyond it.
-BROKER_ABSENT_AFTER_SECONDS = float(_env("BROKER_ABSENT_AFTER_SECONDS", "600"))
-# Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
-KIS_MOCK_REQUESTS_PER_SECOND = float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2"))  # 모의투자 server
-KIS_REAL_REQUESTS_PER_SECOND = float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20"))  # 실전투자 server
-UPBIT_ORDER_REQUESTS_PER_SECOND = float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12"))  # group=order
-UPBIT_PRIVATE_REQUESTS_PER_SECOND = float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30"))  # group=default
-# How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
-PACING_MAX_WAIT_SECONDS = float(_env("PACING_MAX_WAIT_SECONDS", "5"))
-# Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
-KIS_PAGING_RESTARTS = int(_env("KIS_PAGING_RESTARTS", "3"))
-
-# Audit: the client address of each audit row (audit.services.client_ip_of). Default: the peer
-# (REMOTE_ADDR), and X-Forwarded-For is ignored, since a client can write anything there. Behind
-# proxies that append to X-Forwarded-For, set how many there are (TRUSTED_PROXY_COUNT) and/or
-# their addresses or networks (TRUSTED_PROXIES, comma-separated, e.g. "10.0.0.0/8,192.0.2.7"):
-# the client is then the right-most X-Forwarded-For hop that is not one of them.
-TRUSTED_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", 0)
-TRUSTED_PROXIES = [p.strip() for p in (_env("TRUSTED_PROXIES") or "").split(",") if p.strip()]
-if TRUSTED_PROXY_COUNT < 0:
-    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 (no proxy) or the number of proxies in front.")
-for _proxy in TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_proxy, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network.") from None
-
-# Gates
-RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")
-RATE_LIMIT_LIVE_DAILY = _int("RATE_LIMIT_LIVE_DAILY", 200)
-
-# RiskManager v2 defaults (fractions, not percents)
-RISK_MAX_TRADE_RISK_PCT = _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02")
-RISK_UNPROTECTED_LOSS_PCT = _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10")
-RISK_DAILY_LOSS_LIMIT_PCT = _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05")
-
-# Simulator
-SIM_STARTING_CASH_USD = _decimal("SIM_STARTING_CASH_USD", "100000")
-SIM_STARTING_CASH_KRW = _decimal("SIM_STARTING_CASH_KRW", "100000000")
-
-EQUITY_ALERT_WEBHOOK_URL = _env("EQUITY_ALERT_WEBHOOK_URL")
-EQUITY_ALERT_TIMEOUT_SECONDS = float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3"))
+# The apps' settings (brokers/conf.py has every key and its default; the README's table lists
+# them). The environment variable names are the README's, unchanged.
+EQUITY_ORDERS = {
+    "CREDENTIALS_KEYS": BROKER_CREDENTIALS_KEYS,
+    "ALPACA_PAPER_URL": _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets"),
+    "ALPACA_LIVE_URL": _env("ALPACA_LIVE_URL", "https://api.alpaca.markets"),
+    "ALPACA_DATA_URL": _env("ALPACA_DATA_URL", "https://data.alpaca.markets"),
+    "KIS_REAL_URL": _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443"),
+    "KIS_MOCK_URL": _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443"),
+    "UPBIT_URL": _env("UPBIT_URL", "https://api.upbit.com"),
+    "BROKER_TIMEOUT_SECONDS": float(_env("BROKER_TIMEOUT_SECONDS", "10")),
+    # A broker with client ids: how long after the last send a lookup that still finds nothing proves
+    # the order absent (reconcile_orders then rejects it). A lookup may lag; this is far beyond it.
+    "BROKER_ABSENT_AFTER_SECONDS": float(_env("BROKER_ABSENT_AFTER_SECONDS", "600")),
+    # Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
+    "KIS_MOCK_REQUESTS_PER_SECOND": float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2")),  # 모의투자 server
+    "KIS_REAL_REQUESTS_PER_SECOND": float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20")),  # 실전투자 server
+    "UPBIT_ORDER_REQUESTS_PER_SECOND": float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12")),  # group=order
+    "UPBIT_PRIVATE_REQUESTS_PER_SECOND": float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30")),  # group=default
+    # How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
+    "PACING_MAX_WAIT_SECONDS": float(_env("PACING_MAX_WAIT_SECONDS", "5")),
+    # Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
+    "KIS_PAGING_RESTARTS": _int("KIS_PAGING_RESTARTS", 3),
+    # Audit: the client address of each audit row (audit.services.client_ip_of). Default: the peer
+    # (REMOTE_ADDR), and X-Forwarded-For is ignored, since a client can write anything there. Behind
+    # proxies that append to X-Forwarded-For, set how many there are (TRUSTED_PROXY_COUNT) and/or
+    # their addresses or networks (TRUSTED_PROXIES, comma-separated, e.g. "10.0.0.0/8,192.0.2.7"):
+    # the client is then the right-most X-Forwarded-For hop that is not one of them.
+    "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
+    "TRUSTED_PROXIES": [p.strip() for p in (_env("TRUSTED_PROXIES") or "").split(",") if p.strip()],
+    # Gates
+    "RATE_LIMIT_ORDERS": _env("RATE_LIMIT_ORDERS", "30/m"),
+    "RATE_LIMIT_LIVE_DAILY": _int("RATE_LIMIT_LIVE_DAILY", 200),
+    # Failed logins (brokers/login_throttle.py), django-ratelimit fixed windows on the shared cache:
+    # a few per login name, a generous number per client address (an office or a proxy shares one).
+    "RATE_LIMIT_LOGIN_FAILURES_PER_NAME": _env("RATE_LIMIT_LOGIN_FAILURES_PER_NAME", "5/m"),
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS": _env("RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS", "100/m"),
+    # Request bodies (brokers/parsers.py): larger -> 413 PAYLOAD_TOO_LARGE, deeper -> 400
+    # VALIDATION_ERROR. An order is about 300 bytes, 2 levels deep.
+    "MAX_BODY_BYTES": _int("MAX_BODY_BYTES", 64 * 1024),
+    "MAX_JSON_DEPTH": _int("MAX_JSON_DEPTH", 32),
+    # RiskManager v2 defaults (fractions, not percents)
+    "RISK_MAX_TRADE_RISK_PCT": _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02"),
+    "RISK_UNPROTECTED_LOSS_PCT": _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10"),
+    "RISK_DAILY_LOSS_LIMIT_PCT": _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05"),
+    # Simulator
+    "SIM_STARTING_CASH_USD": _decimal("SIM_STARTING_CASH_USD", "100000"),
+    "SIM_STARTING_CASH_KRW": _decimal("SIM_STARTING_CASH_KRW", "100000000"),
+    "EQUITY_ALERT_WEBHOOK_URL": _env("EQUITY_ALERT_WEBHOOK_URL"),
+    "EQUITY_ALERT_TIMEOUT_SECONDS": float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3")),
+    # The standalone site answers every /api/ error in JSON (brokers.middleware, optional in a host).
+    "JSON_ERRORS_PATH_PREFIXES": ["/api/"],
+}
 
 LOGGING = {
     "version": 1,
@@ -347,6 +334,3 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
-# The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %).
-RISK_MIN_TRADE_RISK_PCT = Decimal("0.01")
-RISK_MAX_TRADE_RISK_CAP = Decimal("0.02")

@@ -11,6 +11,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from brokers.amounts import NOT_AN_AMOUNT, is_amount
+from brokers.serializers import ErrorResponse  # noqa: F401 - the envelope, shared by every app's views
+from brokers.serializers import NamedChoiceField
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
 STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
@@ -118,12 +120,12 @@ class BracketSpec(StrictSerializer):
 class PlaceOrderRequest(StrictSerializer):
     """An order for your own broker account of the asset class; unknown fields are refused."""
 
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(min_length=1, max_length=32, trim_whitespace=True,
                                    help_text="The broker-native symbol: AAPL, 005930, BTC/USD, KRW-BTC.")
-    side = serializers.ChoiceField(choices=[s.value for s in Side])
+    side = NamedChoiceField(choices=[s.value for s in Side], enum_name="OrderSideEnum")
     qty = _money(help_text="Greater than 0; fractional where the broker allows it.")
-    order_type = serializers.ChoiceField(choices=[t.value for t in OrderType])
+    order_type = NamedChoiceField(choices=[t.value for t in OrderType], enum_name="OrderTypeEnum")
     limit_price = _money(required=False, allow_null=True, default=None,
                          help_text="Required for limit and stop_limit; refused for market and stop.")
     stop_price = _money(required=False, allow_null=True, default=None,
@@ -132,8 +134,9 @@ class PlaceOrderRequest(StrictSerializer):
     client_order_id = ClientOrderId(
         required=False, allow_null=True, default=None,
         help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
-    time_in_force = serializers.ChoiceField(
-        choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
+    time_in_force = NamedChoiceField(
+        choices=[t.value for t in TimeInForce], enum_name="TimeInForceEnum",
+        required=False, allow_null=True, default=None,
         help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
     report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
     # No serializer default: with one, the shared schema component would list it as required, and
@@ -187,19 +190,19 @@ class PlaceOrderRequest(StrictSerializer):
 
 
 class OrderQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(required=False, max_length=32)
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
 class OrderListQuery(OrderQuery):
-    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False)
+    status = NamedChoiceField(choices=STATUS_FILTERS, required=False, enum_name="OrderStatusFilterEnum")
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
     size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
 
 class SnapshotQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
@@ -237,13 +240,36 @@ class OrderResponse(serializers.Serializer):
     order_type = serializers.CharField()
     limit_price = _number(allow_null=True)
     stop_price = _number(allow_null=True)
-    status = serializers.ChoiceField(choices=["pending", "accepted", "partially_filled", "filled", "canceled",
+    status = NamedChoiceField(enum_name="OrderStatusEnum",
+                              choices=["pending", "accepted", "partially_filled", "filled", "canceled",
                                               "expired", "rejected"])
     currency = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
     bracket = BracketOut(allow_null=True)
     metadata = serializers.SerializerMethodField()
+    # Additions to the source's fields: a bracket's exits are orders of their own (as Alpaca shows them).
+    legs = serializers.SerializerMethodField(
+        help_text="A bracket order's take-profit (limit) and stop-loss (stop or stop_limit) orders, each an "
+                  "order of its own that can be read and canceled by its ids; empty until the broker shows "
+                  "them (the simulator: once the entry fills; Alpaca: at once, accepted until then) and for "
+                  "every other order. When one fills, the broker cancels the other.")
+    parent_order_id = serializers.SerializerMethodField(
+        help_text="For a bracket leg, the order_id of the bracket order it belongs to; null otherwise. A leg's "
+                  "own order_id is the parent's plus `:tp` (take-profit) or `:sl` (stop-loss).")
+
+    def get_legs(self, order) -> list:
+        rows = getattr(order, "leg_rows", None)
+        if rows is None:  # not read by a selector: a placement's answer
+            rows = list(order.legs.order_by("id")) if order.bracket and not order.is_leg else []
+        return OrderResponse(rows, many=True, context=self.context).data
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_parent_order_id(self, order) -> str | None:
+        if not order.is_leg:
+            return None
+        key = getattr(order, "parent_key", None)
+        return key if key is not None else order.parent.client_order_id
 
     def get_metadata(self, order) -> OrderMetadata:
         meta = {}
@@ -261,6 +287,10 @@ class OrderResponse(serializers.Serializer):
         if "stop_limit_price" in data["metadata"]:
             data["metadata"]["stop_limit_price"] = float(data["metadata"]["stop_limit_price"])
         return data
+
+
+# Each leg is an OrderResponse: the schema refers to the component itself (declared once it exists).
+extend_schema_field(OrderResponse(many=True))(OrderResponse.get_legs)
 
 
 @extend_schema_serializer(component_name="OrderListResponse", many=False)  # a page object, not an array
@@ -281,7 +311,7 @@ class PositionOut(serializers.Serializer):
     unrealized_pnl = _number()
     unrealized_pnl_pct = _number(help_text="A fraction: 0.0154 is 1.54 %.")
     currency = serializers.CharField()
-    side = serializers.ChoiceField(choices=["LONG", "SHORT"])
+    side = NamedChoiceField(choices=["LONG", "SHORT"], enum_name="PositionSideEnum")
     metadata = serializers.DictField()
 
     class Meta:
@@ -304,10 +334,3 @@ class AccountResponse(serializers.Serializer):
     currency = serializers.CharField()
     as_of = serializers.DateTimeField()
     metadata = serializers.DictField()
-
-
-@extend_schema_serializer(component_name="Error")
-class ErrorResponse(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

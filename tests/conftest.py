@@ -6,6 +6,38 @@ import socket
 
 import pytest
 
+# The host project runs only in its own venv and processes (tests/test_host_project.py): its
+# `config` package must never be imported beside the demo site's.
+collect_ignore = ["host_project"]
+
+
+class EquityOrdersOverride:
+    """One test's EQUITY_ORDERS keys: `equity_orders.RATE_LIMIT_ORDERS = "2/m"`; reads give the apps' value.
+
+    Each assignment replaces settings.EQUITY_ORDERS through pytest-django's `settings` fixture, so
+    brokers.conf re-reads it at once and the test's values are undone when it ends.
+    """
+
+    def __init__(self, settings):
+        object.__setattr__(self, "_settings", settings)
+
+    def __getattr__(self, name):
+        from brokers.conf import conf
+
+        return getattr(conf, name)
+
+    def __setattr__(self, name, value):
+        from brokers.conf import KEYS
+
+        if name not in KEYS:
+            raise AttributeError(f"EQUITY_ORDERS has no key {name!r}")
+        self._settings.EQUITY_ORDERS = {**self._settings.EQUITY_ORDERS, name: value}
+
+
+@pytest.fixture
+def equity_orders(settings):
+    return EquityOrdersOverride(settings)
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):

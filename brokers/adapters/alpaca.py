@@ -46,7 +46,7 @@ from alpaca.trading.requests import (
     StopOrderRequest,
     TakeProfitRequest,
 )
-from django.conf import settings
+from brokers.conf import conf
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
@@ -200,9 +200,9 @@ class AlpacaAdapter(UniqueClientIds):
         self.live = live
         self.connection_id = connection_id
         self.currency = "USD"
-        timeout = settings.BROKER_TIMEOUT_SECONDS
-        base_url = (settings.ALPACA_LIVE_URL if live else settings.ALPACA_PAPER_URL).rstrip("/")
-        data_url = settings.ALPACA_DATA_URL.rstrip("/")
+        timeout = conf.BROKER_TIMEOUT_SECONDS
+        base_url = (conf.ALPACA_LIVE_URL if live else conf.ALPACA_PAPER_URL).rstrip("/")
+        data_url = conf.ALPACA_DATA_URL.rstrip("/")
         self._trading = _harden(TradingClient(api_key, secret_key, paper=not live, raw_data=True,
                                               url_override=base_url), timeout=timeout)
         if self.asset_class == AssetClass.CRYPTO:
@@ -427,6 +427,9 @@ class AlpacaAdapter(UniqueClientIds):
             stop_price=stop_price,
             stop_limit_price=limit_price if wire_type == wire.OrderType.STOP_LIMIT else None,
             time_in_force=TIF_FROM_WIRE[model.time_in_force],
+            # A bracket's take-profit (limit) and stop-loss (stop / stop_limit) orders; "held" until
+            # the entry fills, which maps to accepted (STATUS_FROM_WIRE).
+            legs=tuple(self._order_from_wire(leg) for leg in model.legs or ()),
         )
 
     def _positions_from_reply(self, reply: Any) -> list[Position]:

@@ -55,7 +55,7 @@ from urllib.parse import unquote, urlencode
 
 import jwt
 import requests
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.base import UniqueClientIds
 from brokers.http import never_sent
@@ -196,15 +196,15 @@ class UpbitAdapter(UniqueClientIds):
         self._access_key = str(credentials["access_key"])
         self._secret_key = str(credentials["secret_key"])  # used as raw UTF-8 bytes, not base64 (§2)
         self.connection_id = connection_id
-        self._base_url = settings.UPBIT_URL.rstrip("/")
-        self._timeout = settings.BROKER_TIMEOUT_SECONDS
+        self._base_url = conf.UPBIT_URL.rstrip("/")
+        self._timeout = conf.BROKER_TIMEOUT_SECONDS
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json"})  # and never an Origin header (§6)
         self._pacers = {
             "order": Pacer(broker="upbit", key=self._access_key, group="order",
-                           rate=settings.UPBIT_ORDER_REQUESTS_PER_SECOND),
+                           rate=conf.UPBIT_ORDER_REQUESTS_PER_SECOND),
             "default": Pacer(broker="upbit", key=self._access_key, group="default",
-                             rate=settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND),
+                             rate=conf.UPBIT_PRIVATE_REQUESTS_PER_SECOND),
         }
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs

@@ -2,8 +2,8 @@
 
 2 KB of brackets nested 1000 deep used to raise RecursionError in json.load on every route that
 reads a body, the two token routes included (no login needed): a 500, a traceback at ERROR, and
-with ADMINS set a mail to the operators. Now a body nested deeper than API_MAX_JSON_DEPTH is 400
-VALIDATION_ERROR, one over API_MAX_BODY_BYTES is 413 PAYLOAD_TOO_LARGE, and nothing is logged
+with ADMINS set a mail to the operators. Now a body nested deeper than EQUITY_ORDERS["MAX_JSON_DEPTH"] is 400
+VALIDATION_ERROR, one over ["MAX_BODY_BYTES"] is 413 PAYLOAD_TOO_LARGE, and nothing is logged
 above WARNING.
 """
 
@@ -84,11 +84,11 @@ def test_without_a_token_the_bomb_on_a_protected_route_is_a_plain_401(db, watche
 
 
 @pytest.mark.parametrize("path", BODY_ROUTES)
-def test_a_body_over_the_limit_is_413_payload_too_large(api_client, watched, settings, path):
-    big = json.dumps({"username": "x" * settings.API_MAX_BODY_BYTES, "password": "p"})
+def test_a_body_over_the_limit_is_413_payload_too_large(api_client, watched, equity_orders, path):
+    big = json.dumps({"username": "x" * equity_orders.MAX_BODY_BYTES, "password": "p"})
     resp = post_raw(api_client, path, big)
     assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
-    assert str(settings.API_MAX_BODY_BYTES) in resp.json()["detail"]
+    assert str(equity_orders.MAX_BODY_BYTES) in resp.json()["detail"]
     assert_nothing_above_warning(watched)
 
 
@@ -99,15 +99,15 @@ def test_a_declared_length_over_the_limit_is_413_before_a_byte_is_read(api_clien
     assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
 
 
-def test_an_order_body_padded_to_exactly_the_limit_is_parsed(api_client, sim_crypto, settings):
+def test_an_order_body_padded_to_exactly_the_limit_is_parsed(api_client, sim_crypto, equity_orders):
     order = json.dumps(crypto_limit())
-    padded = order + " " * (settings.API_MAX_BODY_BYTES - len(order))
-    assert len(padded.encode()) == settings.API_MAX_BODY_BYTES
+    padded = order + " " * (equity_orders.MAX_BODY_BYTES - len(order))
+    assert len(padded.encode()) == equity_orders.MAX_BODY_BYTES
     assert post_raw(api_client, "/api/equity/orders", padded).status_code == 201
 
 
-def test_nesting_at_the_limit_is_parsed_and_one_level_more_is_refused(api_client, settings):
-    settings.API_MAX_JSON_DEPTH = 4
+def test_nesting_at_the_limit_is_parsed_and_one_level_more_is_refused(api_client, equity_orders):
+    equity_orders.MAX_JSON_DEPTH = 4
     at_limit = crypto_limit(bracket={"take_profit": [[35000]]})  # object > bracket > list > list: 4 levels
     resp = api_client.post("/api/equity/orders", at_limit, format="json")
     assert_error(resp, 400, "VALIDATION_ERROR")

@@ -57,8 +57,8 @@ def test_x_forwarded_for_sent_straight_to_the_service_is_not_the_client_ip(api_c
     (1, [], "10.0.0.2", f"{SPOOFED}, not-an-ip", None),
 ])
 def test_behind_trusted_proxies_the_client_ip_is_the_right_most_untrusted_hop(
-        api_client, sim_crypto, settings, count, networks, peer, forwarded, expected):
-    settings.TRUSTED_PROXY_COUNT, settings.TRUSTED_PROXIES = count, networks
+        api_client, sim_crypto, equity_orders, count, networks, peer, forwarded, expected):
+    equity_orders.TRUSTED_PROXY_COUNT, equity_orders.TRUSTED_PROXIES = count, networks
     events = _place(api_client, REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
     assert {e.client_ip for e in events} == {expected}
 

@@ -60,9 +60,9 @@ ACCOUNTS, TICKER = BASE + "/v1/accounts", BASE + "/v1/ticker"
 
 
 @pytest.fixture(autouse=True)
-def _upbit_settings(settings):
-    settings.UPBIT_URL = BASE
-    settings.BROKER_TIMEOUT_SECONDS = TIMEOUT
+def _upbit_settings(settings, equity_orders):
+    equity_orders.UPBIT_URL = BASE
+    equity_orders.BROKER_TIMEOUT_SECONDS = TIMEOUT
 
 
 @pytest.fixture(autouse=True)
@@ -855,9 +855,9 @@ def test_requests_left_in_the_second_let_the_next_request_go_at_the_groups_pace(
     assert sum(pacing_clock.waits) < 1.0
 
 
-def test_order_group_is_paced_at_twelve_a_second_and_other_private_calls_at_thirty(adapter, settings):
-    assert adapter._pacers["order"].rate == settings.UPBIT_ORDER_REQUESTS_PER_SECOND == 12
-    assert adapter._pacers["default"].rate == settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND == 30
+def test_order_group_is_paced_at_twelve_a_second_and_other_private_calls_at_thirty(adapter, equity_orders):
+    assert adapter._pacers["order"].rate == equity_orders.UPBIT_ORDER_REQUESTS_PER_SECOND == 12
+    assert adapter._pacers["default"].rate == equity_orders.UPBIT_PRIVATE_REQUESTS_PER_SECOND == 30
 
 
 def test_order_posts_of_one_access_key_never_exceed_twelve_in_a_second(rsps, adapter, pacing_clock):
@@ -952,8 +952,8 @@ def test_duplicated_identifier_whose_order_is_not_shown_yet_is_an_unknown_outcom
     assert len(calls_to(rsps, "POST", ORDERS)) == 1
 
 
-def test_find_order_not_shown_is_none_and_absence_settles_only_after_the_settling_time(rsps, adapter, settings):
-    settings.BROKER_ABSENT_AFTER_SECONDS = 600
+def test_find_order_not_shown_is_none_and_absence_settles_only_after_the_settling_time(rsps, adapter, equity_orders):
+    equity_orders.BROKER_ABSENT_AFTER_SECONDS = 600
     rsps.add(responses.GET, ORDER, **refusal("order_not_found"))
     sent = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
     assert adapter.find_order(order(), submitted_at=sent) is None

@@ -22,9 +22,9 @@ BY_CLIENT_ID = f"{PAPER_URL}/v2/orders:by_client_order_id"
 
 
 @pytest.fixture
-def broker(settings, api_client):
+def broker(settings, api_client, equity_orders):
     """An Alpaca paper connection whose first order POST, or lookups, can be made to fail."""
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
     fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake.mock = mock  # faults are registered first: responses answers with the first match
@@ -158,8 +158,8 @@ def test_reconcile_orders_resolves_pending_orders_older_than_a_minute_and_audits
     assert BrokerOrderEvent.objects.filter(event_type="resolved").count() == 1
 
 
-def test_reconcile_calls_an_order_absent_only_after_the_settling_time(api_client, broker, settings):
-    settings.BROKER_ABSENT_AFTER_SECONDS = 600
+def test_reconcile_calls_an_order_absent_only_after_the_settling_time(api_client, broker, equity_orders):
+    equity_orders.BROKER_ABSENT_AFTER_SECONDS = 600
     lose_the_request(broker)
     fail_lookups(broker, times=2)
     connect(api_client, broker)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.models import EventType
 from audit.services import record_order_event
+from brokers.conf import conf
 from brokers.registry import build_adapter
 from brokers.sim_exchange import set_quote
 from brokers.types import AssetClass, OrderRequest, OrderType, Side, TimeInForce
@@ -47,8 +48,8 @@ RECONCILED = [
 @pytest.mark.django_db
 @pytest.mark.parametrize(("broker", "fault", "after_a_minute", "after_settling"), RECONCILED, indirect=["broker"])
 def test_reconcile_orders_resolves_a_pending_order_of_every_broker_once_and_audits_it(
-        broker, trader, trading_hours, settings, fault, after_a_minute, after_settling):
-    settings.BROKER_ABSENT_AFTER_SECONDS = 600
+        broker, trader, trading_hours, equity_orders, fault, after_a_minute, after_settling):
+    equity_orders.BROKER_ABSENT_AFTER_SECONDS = 600
     broker.arm(FAULTS[fault], "place")
     broker.arm(FAULTS[fault], "lookup", times=None)  # the lookups at placement cannot decide either
     assert place(trader, broker.order(client_order_id="lost")).status_code == 202
@@ -86,7 +87,7 @@ def _pending_orders(count: int) -> list[Order]:
     set_quote("crypto", "BTC/USD", "50000")
     connection_row = BrokerAccountFactory(user=UserFactory(username="reconciled"), asset_class="crypto")
     adapter = build_adapter(connection_row)
-    started = timezone.now() - timedelta(seconds=settings.BROKER_ABSENT_AFTER_SECONDS + 300)  # settled
+    started = timezone.now() - timedelta(seconds=conf.BROKER_ABSENT_AFTER_SECONDS + 300)  # settled
     orders = []
     for n in range(count):
         client_id = uuid.uuid4().hex

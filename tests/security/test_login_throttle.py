@@ -123,8 +123,8 @@ def test_a_malformed_login_body_is_400_and_not_counted(user, hashed):
     assert log_in("alice", PASSWORD).status_code == 200
 
 
-def test_an_address_gets_its_own_generous_budget_across_login_names(user, hashed, settings):
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "10/m"
+def test_an_address_gets_its_own_generous_budget_across_login_names(user, hashed, equity_orders):
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "10/m"
     for n in range(10):
         assert log_in(f"guess{n}", "wrong", address="198.51.100.7").status_code == 401
     assert hashed() == 10
@@ -134,25 +134,25 @@ def test_an_address_gets_its_own_generous_budget_across_login_names(user, hashed
     assert log_in("alice", PASSWORD, address="198.51.100.8").status_code == 200
 
 
-def test_a_client_supplied_x_forwarded_for_does_not_buy_a_fresh_address_budget(user, settings):
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "10/m"
+def test_a_client_supplied_x_forwarded_for_does_not_buy_a_fresh_address_budget(user, equity_orders):
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "10/m"
     for n in range(10):
         log_in(f"guess{n}", "wrong", address="198.51.100.7", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
     assert_throttled(log_in("alice", PASSWORD, address="198.51.100.7", HTTP_X_FORWARDED_FOR="203.0.113.99"),
                      "from this address")
 
 
-def test_an_ipv6_client_is_counted_by_its_64_network(user, settings):
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
+def test_an_ipv6_client_is_counted_by_its_64_network(user, equity_orders):
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
     for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"):
         assert log_in(f"guess-{host}", "wrong", address=host).status_code == 401
     assert_throttled(log_in("alice", PASSWORD, address="2001:db8:1:2::99"), "from this address")
     assert log_in("alice", PASSWORD, address="2001:db8:1:3::1").status_code == 200
 
 
-def test_a_refused_attempt_costs_the_address_nothing(user, settings):
+def test_a_refused_attempt_costs_the_address_nothing(user, equity_orders):
     """An attacker hammering a locked name gets 429s, not the office's address budget."""
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "8/m"
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "8/m"
     for _ in range(5):
         log_in("alice", "wrong")
     for _ in range(20):
@@ -173,20 +173,20 @@ def test_with_the_shared_cache_down_login_is_503_and_no_password_is_hashed(user,
     assert hashed() == 0
 
 
-def test_requests_without_a_peer_address_share_one_address_budget(user, settings):
+def test_requests_without_a_peer_address_share_one_address_budget(user, equity_orders):
     """A Unix-socket deployment has no REMOTE_ADDR: those requests are limited together, never not at all."""
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
     for n in range(3):
         assert log_in(f"guess{n}", "wrong", address="").status_code == 401
     assert_throttled(log_in("alice", PASSWORD, address=""), "from this address")
 
 
-def test_behind_a_trusted_proxy_each_client_gets_its_own_address_budget(user, settings):
+def test_behind_a_trusted_proxy_each_client_gets_its_own_address_budget(user, equity_orders):
     """With TRUSTED_PROXY_COUNT = 1 the proxy's X-Forwarded-For names the client: the office behind
     the proxy is not locked out by one guesser elsewhere, and the guesser cannot rotate the header
     past the proxy's own entry."""
-    settings.TRUSTED_PROXY_COUNT = 1
-    settings.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
+    equity_orders.TRUSTED_PROXY_COUNT = 1
+    equity_orders.RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS = "3/m"
     for n in range(3):  # the client writes a fresh left-most entry each time; the proxy appends the real one
         assert log_in(f"guess{n}", "wrong", address="10.0.0.2",
                       HTTP_X_FORWARDED_FOR=f"203.0.113.{n}, 198.51.100.7").status_code == 401

@@ -114,8 +114,8 @@ def test_simulator_flows_leak_nothing(evidence, user, quotes):
 # --- Alpaca ------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def alpaca(settings):
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+def alpaca(settings, equity_orders):
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")}, **ALPACA)
         faults = Faults(mock)
@@ -245,11 +245,11 @@ def test_kis_flows_and_failures_leak_nothing(evidence, user, kis):
 # --- Upbit (live only) ------------------------------------------------------------------------------------
 
 @pytest.fixture
-def upbit(monkeypatch, settings):
+def upbit(monkeypatch, settings, equity_orders):
     monkeypatch.setattr(upbit_adapter, "READ_RETRY_DELAYS", (0, 0))
     settings.ADMINS = [("Ops", "ops@example.com")]
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = FakeUpbit(settings.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"),
+        fake = FakeUpbit(equity_orders.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"),
                          **UPBIT)
         faults = Faults(mock)
         fake.install(faults)

@@ -84,3 +84,18 @@ def test_the_user_id_claim_as_simplejwt_writes_it_and_as_an_integer_both_name_th
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {signed_with_the_real_key(AccessToken, user, user_id)}")
         assert client.get("/api/brokers/accounts").status_code == 200
+
+
+@pytest.mark.parametrize("classes", [None, ["rest_framework_simplejwt.authentication.JWTAuthentication"]],
+                         ids=["host's DRF default", "EQUITY_ORDERS"])
+def test_simplejwt_s_own_class_named_by_a_host_is_the_checked_one_on_the_apps_routes(user, equity_orders, settings,
+                                                                                   classes):
+    """A host lists plain `rest_framework_simplejwt.authentication.JWTAuthentication` (the demo site
+    does too): on the apps' routes it is brokers.authentication's subclass, so the checks hold."""
+    assert "rest_framework_simplejwt.authentication.JWTAuthentication" in \
+        settings.REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
+    equity_orders.AUTHENTICATION_CLASSES = classes
+    client = APIClient()
+    client.raise_request_exception = False
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {signed_with_the_real_key(AccessToken, user, '1 OR 1=1')}")
+    assert_401_envelope(client.get("/api/brokers/accounts"))

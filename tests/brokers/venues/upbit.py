@@ -28,6 +28,8 @@ import jwt
 import responses
 from django.conf import settings
 
+from brokers.conf import conf
+
 from brokers.adapters.upbit import UpbitAdapter
 from brokers.types import AssetClass, TimeInForce
 from tests.loopback import DropConnection
@@ -462,7 +464,7 @@ class Venue:
 
     def __init__(self, *, krw: Decimal = Decimal("10000000"), secret_key: str = SECRET_KEY):
         self._secret_key = secret_key
-        self.fake = FakeUpbit(settings.UPBIT_URL, prices={"KRW-BTC": self.price, "KRW-ETH": Decimal("4500000")},
+        self.fake = FakeUpbit(conf.UPBIT_URL, prices={"KRW-BTC": self.price, "KRW-ETH": Decimal("4500000")},
                               krw=krw)
         self.rsps = responses.RequestsMock(assert_all_requests_are_fired=False)
 
