@@ -142,6 +142,11 @@ class RefreshSerializer(TokenRefreshSerializer):
 
 
 class PasswordBoundJWTScheme(SimpleJWTScheme):
-    """The schema's bearer scheme for the subclass, as drf-spectacular documents simplejwt's."""
+    """The schema's bearer scheme for the subclass, as drf-spectacular documents simplejwt's.
+
+    A name of its own: in a host whose own views use simplejwt's class, two classes under one name
+    ("jwtAuth") would be a schema warning. Both take the same bearer token.
+    """
 
     target_class = PasswordBoundJWTAuthentication
+    name = "equityOrdersJwtAuth"
