@@ -33,7 +33,7 @@ def chain_key(user_id) -> str:
 
 
 def content_fields(model=BrokerOrderEvent) -> list[models.Field]:
-    """The hashed columns; `model` may be a migration's historical model (audit migration 0004)."""
+    """The hashed columns; `model` may be a migration's historical model (audit migration 0005)."""
     return [f for f in model._meta.concrete_fields if f.name not in _NOT_CONTENT]
 
 

@@ -83,6 +83,10 @@ def _cancel_open_on(connection: BrokerAccount, *, user, symbol: str | None, meta
     if symbol:
         orders = orders.filter(symbol=symbol)
     orders = list(orders.order_by("attempt_started_at", "id"))
+    # A bracket's cancel (cancel_order on its parent) cancels its open legs too: a leg is canceled on
+    # its own only when its parent is not open any more.
+    open_ids = {o.pk for o in orders}
+    orders = [o for o in orders if o.parent_id not in open_ids]
     if not orders:
         return result
     try:

@@ -178,7 +178,7 @@ def test_concurrent_placements_by_one_user_keep_one_unbroken_chain(make_client, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_chains_the_rows_written_before_it(user):
-    before, chained = ("audit", "0003_brokerorderevent_client_request_id"), ("audit", "0004_hash_chain")
+    before, chained = ("audit", "0004_bracket_leg_events"), ("audit", "0005_hash_chain")
     executor = MigrationExecutor(connection)
     executor.migrate([before])
     Event = executor.loader.project_state([before]).apps.get_model("audit", "BrokerOrderEvent")

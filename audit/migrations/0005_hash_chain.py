@@ -47,7 +47,7 @@ def chain_existing_rows(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0003_brokerorderevent_client_request_id'),
+        ('audit', '0004_bracket_leg_events'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -77,11 +77,6 @@ class Migration(migrations.Migration):
             model_name='brokerorderevent',
             name='created_at',
             field=models.DateTimeField(db_index=True, default=django.utils.timezone.now),
-        ),
-        migrations.AlterField(
-            model_name='brokerorderevent',
-            name='event_type',
-            field=models.CharField(choices=[('submitted', 'Submitted'), ('placed', 'Placed'), ('pending', 'Pending'), ('rejected', 'Rejected'), ('resolved', 'Resolved'), ('canceled', 'Canceled'), ('cancel_rejected', 'Cancel Rejected'), ('kill_switch_set', 'Kill Switch Set'), ('kill_switch_released', 'Kill Switch Released')], max_length=20),
         ),
         migrations.AlterField(
             model_name='brokerorderevent',
