@@ -104,3 +104,20 @@ def test_only_the_callers_orders_on_that_connection_and_symbol(make_client, user
 def test_without_a_connection_it_is_broker_not_configured_and_asset_class_is_required(api_client, user):
     assert_error(cancel_all(api_client, "asset_class=kr_equity"), 403, "BROKER_NOT_CONFIGURED")
     assert_error(cancel_all(api_client, "symbol=AAPL"), 400, "VALIDATION_ERROR")
+
+
+def test_a_resting_bracket_is_canceled_once_and_a_filled_ones_open_legs_each(api_client, sim_crypto):
+    resting = place(api_client, crypto_limit(limit_price=30000, bracket={"take_profit": 40000,
+                                                                         "stop_loss": 25000})).json()
+    filled = place(api_client, crypto_limit(limit_price=50000, client_order_id="filled-bracket",
+                                            bracket={"take_profit": 60000, "stop_loss": 45000})).json()
+    assert filled["status"] == "filled"
+    api_client.get("/api/equity/orders", {"asset_class": "crypto"})  # the legs are seen (mirrored) on a read
+    legs = sorted(Order.objects.filter(parent__client_order_id="filled-bracket").values_list("client_order_id",
+                                                                                             flat=True))
+    assert len(legs) == 2
+    body = cancel_all(api_client).json()
+    assert body["failed"] == []
+    assert sorted(body["canceled"]) == sorted([resting["order_id"], *legs])
+    assert set(Order.objects.filter(parent__client_order_id="filled-bracket").values_list("status", flat=True)) \
+        == {"canceled"}
