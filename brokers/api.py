@@ -8,12 +8,19 @@ from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from brokers.errors import DomainError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
+
+# The apps' routes take JSON bodies only. DRF's default parsers also take forms, and a form body
+# (curl without -H 'Content-Type: application/json') then reached the serializer as one odd field
+# name; with JSON only it is 415 UNSUPPORTED_MEDIA_TYPE naming the type to send. The browsable
+# API's raw-data form offers exactly these media types, so it keeps working.
+JSON_ONLY_PARSERS = [JSONParser]
 
 _DRF_CODES = {
     exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
@@ -58,6 +65,16 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, (DatabaseError, InterfaceError)) and not isinstance(exc, _REFUSED_BY_THE_DATABASE)
 
 
+def _unsupported_media_type_detail(context) -> str:
+    """Which type the route takes, and which one came: a form body is the usual mistake."""
+    request = context.get("request")
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or JSON_ONLY_PARSERS]
+    sent = (getattr(request, "content_type", "") or "").split(";")[0].strip()[:100] or "none"
+    expected = " or ".join(accepted)
+    return (f"This route takes a {expected} body: send it with the header 'Content-Type: {accepted[0]}' "
+            f"(this request sent Content-Type {sent}).")
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         set_rollback()
@@ -78,6 +95,10 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return Response(error_body("UNSUPPORTED_MEDIA_TYPE", _unsupported_media_type_detail(context)),
+                        status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
 
     if isinstance(exc, exceptions.APIException):
         code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")

@@ -5,6 +5,7 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from brokers import services
+from brokers.api import JSON_ONLY_PARSERS
 from brokers.models import BrokerAccount
 from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut
 from equity.serializers import ErrorResponse
@@ -15,6 +16,7 @@ def _errors(*codes):
 
 
 class BrokerAccountViewSet(viewsets.ViewSet):
+    parser_classes = JSON_ONLY_PARSERS
     lookup_value_regex = r"[0-9]+"
 
     @extend_schema(operation_id="list_broker_accounts", responses={200: ConnectionList, **_errors(401, 503)})

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.services import RequestMeta
+from brokers.api import JSON_ONLY_PARSERS
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
 from equity import selectors, services
@@ -62,6 +63,7 @@ def _order_ref(value: str) -> str:
 
 
 class OrderViewSet(viewsets.ViewSet):
+    parser_classes = JSON_ONLY_PARSERS
     lookup_field = "broker_order_id"
     lookup_value_regex = r"[^/]+"
 
@@ -103,6 +105,8 @@ class OrderViewSet(viewsets.ViewSet):
 
 
 class SnapshotViewSet(viewsets.ViewSet):
+    parser_classes = JSON_ONLY_PARSERS
+
     @extend_schema(operation_id="list_positions", parameters=[SnapshotQuery],
                    responses={200: PositionListResponse, **errors(400, 401, 403, 502, 503)})
     @action(detail=False, methods=["get"])
