@@ -221,8 +221,9 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403. simplejwt's own
+        # class, except that an expired access token says when it expired and where to refresh it.
+        "brokers.token_expiry.ExpiryNamingJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
