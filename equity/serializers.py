@@ -15,6 +15,11 @@ STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
 
 
+MAX_AMOUNT = Decimal(10) ** 12  # exclusive
+AMOUNT_STEP = Decimal("1e-10")
+AMOUNT_LIMITS = f"A JSON number > 0 and < 10^12, in steps of {AMOUNT_STEP:f} (at most 10 decimal places)."
+
+
 @extend_schema_field({"type": "number", "format": "double", "minimum": 1e-10,
                       "maximum": 10**12, "exclusiveMaximum": True})
 class PositiveAmount(serializers.DecimalField):
@@ -25,8 +30,26 @@ class PositiveAmount(serializers.DecimalField):
     validate(), so that every field's error is named at once.
     """
 
+    default_error_messages = {
+        "amount_max": f"Must be less than {MAX_AMOUNT} (10^12), the largest price or quantity accepted.",
+        "amount_step": f"Must be a multiple of {AMOUNT_STEP:f} (at most 10 decimal places), the smallest step "
+                       "accepted.",
+        "max_string_length": f"Too long for an amount: less than {MAX_AMOUNT}, in steps of {AMOUNT_STEP:f}.",
+    }
+
     def __init__(self, **kwargs):
+        # The schema's description states the limits that the error messages name.
+        kwargs["help_text"] = " ".join(filter(None, [kwargs.get("help_text"), AMOUNT_LIMITS]))
         super().__init__(max_digits=22, decimal_places=10, **kwargs)
+
+    def validate_precision(self, value: Decimal) -> Decimal:
+        """The limits in the schema's words (maximum, step) rather than DRF's digit counts; trailing zeros
+        past the tenth place ("1.500000000000") are no extra precision and pass."""
+        if value.copy_abs() >= MAX_AMOUNT:
+            self.fail("amount_max")
+        if value.as_tuple().exponent < -10 and value != value.quantize(AMOUNT_STEP):
+            self.fail("amount_step")
+        return value
 
 
 def _money(**kwargs):
