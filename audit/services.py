@@ -31,7 +31,9 @@ class RequestMeta:
         the audit row (and with it the order)."""
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         ip = _ip_or_none(forwarded.split(",")[0].strip()) or _ip_or_none(request.META.get("REMOTE_ADDR"))
-        request_id = request.META.get("HTTP_X_REQUEST_ID", "")
+        # The request log's middleware has already chosen this request's id: the audit rows, the log
+        # line and the X-Request-ID response header then agree.
+        request_id = getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID", "")
         if not _REQUEST_ID_RE.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         body = request.data if isinstance(getattr(request, "data", None), dict) else None
