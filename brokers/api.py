@@ -71,8 +71,7 @@ def _unsupported_media_type_detail(context) -> str:
     accepted = [parser.media_type for parser in getattr(request, "parsers", None) or JSON_ONLY_PARSERS]
     sent = (getattr(request, "content_type", "") or "").split(";")[0].strip()[:100] or "none"
     expected = " or ".join(accepted)
-    return (f"This route takes a {expected} body: send it with the header 'Content-Type: {accepted[0]}' "
-            f"(this request sent Content-Type {sent}).")
+    return f"The body must be {expected}: add the header 'Content-Type: {accepted[0]}' (this request sent {sent})."
 
 
 def api_exception_handler(exc, context):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from django.urls import NoReverseMatch, reverse
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings
@@ -62,3 +63,9 @@ class ExpiryNamingJWTAuthentication(JWTAuthentication):
                 raise
             raise InvalidToken(f"The access token expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}; "
                                f"get a new one from {_refresh_route()}.") from None
+
+
+class ExpiryNamingJWTScheme(SimpleJWTScheme):
+    """The schema documents it as simplejwt's bearer scheme (`jwtAuth`), which it is."""
+
+    target_class = ExpiryNamingJWTAuthentication

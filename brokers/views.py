@@ -6,13 +6,14 @@ from rest_framework.response import Response
 
 from brokers import services
 from brokers.api import JSON_ONLY_PARSERS
+from brokers.reference import describe_status
 from brokers.models import BrokerAccount
 from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut
 from equity.serializers import ErrorResponse
 
 
-def _errors(*codes):
-    return {c: OpenApiResponse(ErrorResponse) for c in codes}
+def _errors(*statuses):
+    return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
 class BrokerAccountViewSet(viewsets.ViewSet):

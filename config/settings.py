@@ -261,6 +261,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
     "PREPROCESSING_HOOKS": ["config.urls.document_paths_without_trailing_slash"],
+    # The apps' reference of codes, statuses and filters (brokers/reference.py) under the description.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "brokers.reference.add_reference_to_schema"],
     "ENUM_NAME_OVERRIDES": {},
 }
 

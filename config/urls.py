@@ -1,16 +1,16 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
+from brokers.reference import describe_status
+from config.views import home
 from equity.serializers import ErrorResponse
 
-_TOKEN_ERRORS = {400: OpenApiResponse(ErrorResponse, description="VALIDATION_ERROR"),
-                 401: OpenApiResponse(ErrorResponse, description="NOT_AUTHENTICATED: wrong credentials or token"),
-                 415: OpenApiResponse(ErrorResponse, description="UNSUPPORTED_MEDIA_TYPE"),
-                 503: OpenApiResponse(ErrorResponse, description="SERVICE_UNAVAILABLE")}
+_TOKEN_ERRORS = {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in (400, 401, 415, 503)}
 
 
 @extend_schema_view(post=extend_schema(operation_id="obtain_token", auth=[],
@@ -39,14 +39,19 @@ def document_paths_without_trailing_slash(endpoints, **kwargs):
     return kept
 
 
+# Every documented path answers as written (no trailing slash) and with one; tests/api/test_root_and_paths.py
+# checks each path that the README, docs/ and the schema name.
 urlpatterns = [
+    path("", home, name="home"),
+    # The API's root and its base paths lead to the docs, where every route under them is.
+    re_path(r"^api(?:/(?:auth|equity|brokers))?/?$", RedirectView.as_view(pattern_name="docs")),
     path("admin/", admin.site.urls),
     path("api/auth/token", TokenObtainView.as_view(), name="token_obtain_pair"),
     path("api/auth/token/", TokenObtainView.as_view()),
     path("api/auth/token/refresh", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view()),
-    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/equity/", include("equity.urls")),
     path("api/brokers/", include("brokers.urls")),
 ]

@@ -9,9 +9,10 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from brokers.reference import LIST_FILTERS, ORDER_STATUSES, codes_by_status
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
-STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
+STATUS_FILTERS = tuple(name for name, _ in LIST_FILTERS)
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
 
 
@@ -185,7 +186,9 @@ class OrderQuery(serializers.Serializer):
 
 
 class OrderListQuery(OrderQuery):
-    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False)
+    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False,
+                                     help_text="; ".join(f"`{name}` = {statuses}" for name, statuses in LIST_FILTERS)
+                                     + ". Omitted: every status.")
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
     size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
@@ -229,8 +232,9 @@ class OrderResponse(serializers.Serializer):
     order_type = serializers.CharField()
     limit_price = _number(allow_null=True)
     stop_price = _number(allow_null=True)
-    status = serializers.ChoiceField(choices=["pending", "accepted", "partially_filled", "filled", "canceled",
-                                              "expired", "rejected"])
+    status = serializers.ChoiceField(choices=[name for name, _ in ORDER_STATUSES],
+                                     help_text="; ".join(f"`{name}`: {meaning}" for name, meaning in ORDER_STATUSES)
+                                     + ".")
     currency = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
@@ -300,6 +304,11 @@ class AccountResponse(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Error")
 class ErrorResponse(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    """Every error: a stable code, a sentence for people, and for validation errors each field's messages."""
+
+    code = serializers.CharField(help_text="By HTTP status (the API's description explains each): "
+                                           + codes_by_status() + ".")
+    detail = serializers.CharField(help_text="A sentence saying what happened and, where it helps, what to do.")
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text="VALIDATION_ERROR only: {field: [messages]}; nested fields as "
+                                             "`bracket.stop_loss`.")
