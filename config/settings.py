@@ -277,6 +277,15 @@ UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
 BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
 # After a lost reply, how long to wait before a second lookup may call an order absent.
 BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
+# Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
+KIS_MOCK_REQUESTS_PER_SECOND = float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2"))  # 모의투자 server
+KIS_REAL_REQUESTS_PER_SECOND = float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20"))  # 실전투자 server
+UPBIT_ORDER_REQUESTS_PER_SECOND = float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12"))  # group=order
+UPBIT_PRIVATE_REQUESTS_PER_SECOND = float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30"))  # group=default
+# How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
+PACING_MAX_WAIT_SECONDS = float(_env("PACING_MAX_WAIT_SECONDS", "5"))
+# Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
+KIS_PAGING_RESTARTS = int(_env("KIS_PAGING_RESTARTS", "3"))
 
 # Gates
 RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")

@@ -62,6 +62,34 @@ def _clear_cache():
     _clear_all_caches()
 
 
+class VirtualPacingClock:
+    """brokers.pacing's clock and sleep for tests: a wait moves the clock instead of the test."""
+
+    def __init__(self):
+        import time
+
+        self._time, self.offset, self.waits = time.time, 0.0, []
+
+    def now(self) -> float:
+        return self._time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.offset += seconds
+
+
+@pytest.fixture(autouse=True)
+def pacing_clock(monkeypatch) -> VirtualPacingClock:
+    """Broker request pacing keeps its budget (slots are claimed in the cache) but never sleeps."""
+    from brokers import pacing
+
+    clock = VirtualPacingClock()
+    monkeypatch.setattr(pacing, "_clock", clock.now)
+    monkeypatch.setattr(pacing, "_sleep", clock.sleep)
+    pacing._local.clear()
+    return clock
+
+
 @pytest.fixture
 def make_client():
     """An APIClient authenticated with a real JWT access token for the given user."""

@@ -6,7 +6,27 @@ envelopes, order numbers) stays in this module; in and out go only brokers.types
 - The OAuth token is shared by every worker through the KisAccessToken row (issuance is limited
   to about one a minute and notifies the account holder); one process refreshes it under a row lock.
 - An order POST is sent once, never again: when its answer is lost it raises BrokerOutcomeUnknown
-  and the service reconciles with find_order (KIS has no client order id).
+  and the service reconciles with find_order (KIS has no client order id, so `client_ids = False`).
+- Pacing (kis.md section 11): about 2 requests/s per app key on the mock (모의투자) server and
+  about 20/s on the real one (KIS_MOCK_REQUESTS_PER_SECOND, KIS_REAL_REQUESTS_PER_SECOND). Every
+  call waits for its turn in one budget per environment + app key kept in the shared cache
+  (brokers/pacing.py), so the gunicorn workers together stay under the limit.
+- EGW00201 ("초당 거래건수를 초과하였습니다", HTTP 500) is the gateway's per-second refusal. Reads
+  and cancels are sent again with backoff (a second cancel can never do more than the first). An
+  order POST refused with EGW00201 is NOT sent again: kis.md lists EGW00201 as "back off, retry
+  (not for a POST order whose fate is unknown)" and no source documents that the gateway refuses
+  before the order engine sees the order. So its outcome is unknown (BrokerOutcomeUnknown): the
+  service looks it up and keeps it pending rather than inviting a retry that could double it.
+- Today's orders can appear in the daily inquiry with a delay and no bound is documented (kis.md
+  section 6): find_order's None only means "not found now"; absence_settled says when the
+  inquiry of the order's day is final (after the KRX close).
+- IOC/FOK (ORD_DVSN 11-14) are not offered on the mock server: refused before sending.
+- Buying power of a cash account is nrcvb_buy_amt of inquire-psbl-order (ord_psbl_cash includes
+  margin), which wants a PDNO.
+- The paging error "조회이후에 자료가 변경되었습니다" restarts the inquiry from its first page (at most
+  KIS_PAGING_RESTARTS times).
+- EGW00103 on tokenP is a bad app key, unless it follows repeated token requests for this key:
+  then it is KIS's temporary lock-out (kis.md section 2) and the connection is not marked invalid.
 - broker_order_id is "<order date YYYYMMDD, KST>-<ODNO without leading zeros>": ODNO is only
   unique within a day, and its zero padding differs between the order reply and the inquiry.
 """
@@ -18,19 +38,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from brokers import calendars
 from brokers.fields import CredentialsUndecryptable
 from brokers.http import never_sent
 from brokers.models import KisAccessToken
+from brokers.pacing import Pacer
 from brokers.types import (
     Account,
     AssetClass,
@@ -53,6 +75,7 @@ from brokers.errors import (
     DomainError,
     InsufficientFunds,
     OrderNotFound,
+    ServiceUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,20 +119,37 @@ SIDE_CODES = {side: code for code, side in SIDES.items()}
 TOKEN_REFUSED = frozenset({"EGW00123", "EGW00121"})  # expired / invalid token: re-issue once
 RATE_LIMITED = "EGW00201"
 TOKEN_THROTTLED = "EGW00133"
-# EGW00103 bad app key, EGW00104/EGW00105 bad app key/secret (third-party logs), EGW02004 a mock
-# key on the real host: the stored credentials do not fit this connection.
-CREDENTIALS_REFUSED = frozenset({"EGW00103", "EGW00104", "EGW00105", "EGW02004"})
+# EGW00103 "유효하지 않은 AppKey" is a bad app key, except right after repeated token requests,
+# where KIS answers it as a temporary lock-out (kis.md section 2): see _token_refusal.
+APP_KEY_REFUSED = "EGW00103"
+# EGW00104/EGW00105 bad app key/secret (third-party logs), EGW02004 a mock key on the real host:
+# the stored credentials do not fit this connection.
+CREDENTIALS_REFUSED = frozenset({"EGW00104", "EGW00105", "EGW02004"})
+# The inquiry's pages changed while they were read; KIS asks to read them again from the first.
+PAGES_CHANGED_WORDS = ("조회이후에 자료가 변경",)
+# ORD_DVSN of IOC/FOK: not offered on the mock (모의투자) server (kis.md section 4 and its checked facts).
+MOCK_UNSUPPORTED_DIVISIONS = frozenset({"11", "12", "13", "14"})
+# inquire-psbl-order wants a PDNO; the orderable amount of a cash account (nrcvb_buy_amt) is read
+# against this liquid reference stock when no symbol is at hand.
+BUYING_POWER_REFERENCE_SYMBOL = "005930"
 INSUFFICIENT_CODES = frozenset({"APBK0952"})  # real: 주문가능금액을 초과; mock codes unknown -> msg1
 INSUFFICIENT_WORDS = ("주문가능금액", "주문가능수량")
 
 TOKEN_REFRESH_MARGIN = timedelta(minutes=10)
 READ_ATTEMPTS = 3
 READ_BACKOFF_SECONDS = 0.5  # mock allows 2 requests a second
+# EGW00201 (the gateway's per-second refusal) on a read or a cancel: sent again after 0.5, 1, 2 s.
+RATE_LIMITED_ATTEMPTS = 4
+RATE_LIMITED_BACKOFF_SECONDS = 0.5
+# EGW00103 after this many token requests for one app key within TOKEN_REQUESTS_WINDOW is a lock-out.
+TOKEN_REQUESTS_FOR_LOCKOUT = 2
+TOKEN_REQUESTS_WINDOW = timedelta(minutes=10)
 MAX_PAGES = 50
 RECENT_INQUIRY_DAYS = 89  # safely inside the "3 months" of the recent daily-inquiry TR
 DEFAULT_LIST_DAYS = 7
-FIND_UNDECIDED_FOR = timedelta(seconds=60)  # today's orders can show up late in the inquiry
-FIND_CLOCK_SKEW = timedelta(seconds=5)
+FIND_CLOCK_SKEW = timedelta(seconds=5)  # our clock against KIS's receipt time (ord_tmd)
+# After the KRX close, how long until the daily inquiry is taken as final for that day.
+ABSENCE_SETTLES_AFTER_CLOSE = timedelta(minutes=30)
 
 ORDER_ID = re.compile(r"(\d{8})-0*(\d+)")
 SYMBOL = re.compile(r"[0-9A-Z]{6,7}")  # 6-digit stock code (ETN: 7 characters)
@@ -125,6 +165,7 @@ class KisAdapter:
     currency = "KRW"
     SUPPORTED = frozenset({(AssetClass.KR_EQUITY, Environment.PAPER), (AssetClass.KR_EQUITY, Environment.LIVE)})
     CREDENTIAL_FIELDS = ("app_key", "app_secret", "account_no")
+    client_ids = False  # no client order id: a re-send after a lost reply could double the order
 
     def __init__(self, *, credentials: dict, asset_class: AssetClass, live: bool, connection_id: int):
         missing = [f for f in self.CREDENTIAL_FIELDS if not str(credentials.get(f) or "").strip()]
@@ -142,6 +183,8 @@ class KisAdapter:
         self._environment = Environment.LIVE if live else Environment.PAPER
         self._base = (settings.KIS_REAL_URL if live else settings.KIS_MOCK_URL).rstrip("/")
         self._key_digest = hashlib.sha256(self._app_key.encode()).hexdigest()
+        rate = settings.KIS_REAL_REQUESTS_PER_SECOND if live else settings.KIS_MOCK_REQUESTS_PER_SECOND
+        self._pacer = Pacer(broker="kis", key=f"{self._environment.value}:{self._app_key}", group="rest", rate=rate)
         self._session = requests.Session()
         self._token: str | None = None
         self._token_expires_at: datetime | None = None
@@ -153,14 +196,14 @@ class KisAdapter:
             "CANO": self._cano,
             "ACNT_PRDT_CD": self._product,
             "PDNO": _symbol(order.symbol),
-            "ORD_DVSN": _division(order),
+            "ORD_DVSN": self._division(order),
             "ORD_QTY": _whole(order.qty, "qty", "KIS trades whole shares"),
             "ORD_UNPR": "0" if order.order_type == OrderType.MARKET else _limit_price(order),
             "EXCG_ID_DVSN_CD": "KRX",
         }
         tr_id = TR_IDS[(order.side.value, self.live)]
         try:
-            reply, payload, token = self._send("POST", ORDER_PATH, tr_id=tr_id, body=body)
+            reply, payload, token = self._send("POST", ORDER_PATH, tr_id=tr_id, body=body, critical=True)
         except requests.RequestException as exc:
             if not never_sent(exc):
                 raise BrokerOutcomeUnknown(f"KIS did not answer the order ({type(exc).__name__}); "
@@ -179,11 +222,15 @@ class KisAdapter:
                 limit_price=order.limit_price if order.order_type == OrderType.LIMIT else None,
                 time_in_force=order.time_in_force)
         refusal = _refusal_code(payload)
+        if refusal == RATE_LIMITED:
+            # Not documented as refused before processing (see the module docstring): not sent again.
+            raise BrokerOutcomeUnknown("KIS's gateway answered the order with its rate refusal (EGW00201); "
+                                       "KIS does not document that the order was not processed.")
         if refusal is not None:
             if refusal in TOKEN_REFUSED:
                 self._forget_token(token)  # for the next call; this order is not sent again
-            # A gateway refusal (EGW...) never reached the order engine; anything else refused
-            # with a 5xx may have been half-processed.
+            # A token or key refusal (EGW...) is the gateway's check before anything else; anything
+            # else refused with a 5xx may have been half-processed.
             if reply.status_code < 500 or refusal.startswith("EGW"):
                 raise _refusal(payload)
         elif 400 <= reply.status_code < 500 and reply.status_code != 408:
@@ -215,7 +262,8 @@ class KisAdapter:
             "EXCG_ID_DVSN_CD": "KRX",
         }
         tr_id = TR_IDS[("cancel", self.live)]
-        for attempt in (1, 2):
+        token_renewed, rate_refusals = False, 0
+        while True:
             try:
                 reply, payload, token = self._send("POST", CANCEL_PATH, tr_id=tr_id, body=body,
                                                    broker_order_id=broker_order_id)
@@ -224,10 +272,20 @@ class KisAdapter:
             if payload and payload.get("rt_cd") == "0":
                 return
             code = _refusal_code(payload)
-            if code in TOKEN_REFUSED and attempt == 1:
+            if code in TOKEN_REFUSED and not token_renewed:
+                token_renewed = True
                 self._forget_token(token)  # refused at the gateway: nothing was canceled, safe to send again
                 continue
+            if code == RATE_LIMITED and rate_refusals + 1 < RATE_LIMITED_ATTEMPTS:
+                # A cancel sent twice cancels no more than once: sending it again is safe.
+                rate_refusals += 1
+                _pause(RATE_LIMITED_BACKOFF_SECONDS * 2 ** (rate_refusals - 1))
+                continue
             if code is not None:
+                if rate_refusals:  # an earlier, rate-refused attempt may have canceled it after all
+                    current = self.get_order(broker_order_id, symbol=symbol)
+                    if current.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+                        return
                 raise _refusal(payload)
             raise BrokerUnavailable(f"KIS answered the cancel with HTTP {reply.status_code} and no result.")
 
@@ -275,15 +333,15 @@ class KisAdapter:
         if not isinstance(totals, dict):
             raise BrokerUnavailable("KIS sent a balance without account totals.")
         power, _ = self._read(BUYING_POWER_PATH, TR_IDS[("buying_power", self.live)], {
-            "CANO": self._cano, "ACNT_PRDT_CD": self._product, "PDNO": "", "ORD_UNPR": "",
-            "ORD_DVSN": "01", "CMA_EVLU_AMT_ICLD_YN": "N", "OVRS_ICLD_YN": "N"})
+            "CANO": self._cano, "ACNT_PRDT_CD": self._product, "PDNO": BUYING_POWER_REFERENCE_SYMBOL,
+            "ORD_UNPR": "", "ORD_DVSN": "01", "CMA_EVLU_AMT_ICLD_YN": "N", "OVRS_ICLD_YN": "N"})
         orderable = power.get("output")
         if not isinstance(orderable, dict):
             raise BrokerUnavailable("KIS sent no orderable amount.")
         last_equity = _num(totals, "bfdy_tot_asst_evlu_amt")
         return Account(
             equity=_num(totals, "tot_evlu_amt"),
-            buying_power=_num(orderable, "ord_psbl_cash"),
+            buying_power=_num(orderable, "nrcvb_buy_amt"),  # without margin loan: a cash account's amount
             cash=_num(totals, "prvs_rcdl_excc_amt"),  # D+2 cash: what is left once today's trades settle
             currency=self.currency,
             as_of=timezone.now(),
@@ -293,32 +351,53 @@ class KisAdapter:
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
         """Match an order whose placement answer was lost: KIS has no client order id.
 
-        A match is the same symbol, side, qty, order division and (for limits) price, received
-        between just before submitted_at and the end of the request's timeout.
+        A match is the same symbol, side, qty, order division and (for limits) price, received by
+        KIS (ord_tmd, its receipt time) from just before submitted_at to the end of that KST day:
+        today's orders can appear in the daily inquiry with a delay, and no bound is documented.
+        Nothing matching is never proof of absence by itself: before absence_settled() says the
+        day's inquiry is final (after the KRX close) it raises BrokerUnavailable ("cannot decide
+        yet", brokers/base.py), which every caller treats as "keep it pending"; only after that
+        it returns None. (The agreed interface lets None mean "nothing matches now" for a service
+        that asks absence_settled() itself; raising until then is what keeps a service that
+        still reads None as "absent" from rejecting an order KIS may yet show, the rejection
+        whose retry would double it. Both read the same once the day has settled.)
+        Several candidates -> BrokerUnavailable: the lost order cannot be told apart.
         """
-        now = timezone.now()
         earliest = submitted_at - FIND_CLOCK_SKEW
-        latest = submitted_at + timedelta(seconds=settings.BROKER_TIMEOUT_SECONDS) + FIND_CLOCK_SKEW
+        day = submitted_at.astimezone(KST).date()
+        latest = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=KST).astimezone(UTC)
         try:
-            division = _division(order)
+            division = self._division(order)
         except BrokerRejected:
             return None  # refused before anything was sent: it cannot exist at KIS
-        rows = self._daily_rows(earliest.astimezone(KST).date(), now.astimezone(KST).date(),
-                                symbol=order.symbol, side=order.side)
+        first_day = earliest.astimezone(KST).date()
+        rows = self._daily_rows(first_day, max(day, first_day), symbol=order.symbol, side=order.side)
         candidates = [
             o for o, row in _orders_with_rows(rows, today=_kst_today())
             if o.symbol == order.symbol and o.side == order.side and o.qty == order.qty
             and row.get("ord_dvsn_cd") == division
             and (order.order_type != OrderType.LIMIT or o.limit_price == order.limit_price)
-            and earliest <= o.submitted_at <= latest
+            and earliest <= o.submitted_at < latest
         ]
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
             raise BrokerUnavailable(f"{len(candidates)} KIS orders match the lost order; it cannot be told apart.")
-        if now - submitted_at < FIND_UNDECIDED_FOR:
-            raise BrokerUnavailable("The order is not in KIS's daily inquiry yet; it may still appear.")
+        if not self.absence_settled(submitted_at=submitted_at, now=timezone.now()):
+            raise BrokerUnavailable("The order is not in KIS's daily inquiry yet; today's orders can appear with "
+                                    "a delay, so it stays undecided until the inquiry is final after the KRX close.")
         return None
+
+    def absence_settled(self, *, submitted_at: datetime, now: datetime) -> bool:
+        """True once the daily inquiry of the order's day is final: the KRX session it was sent
+        for has closed (ABSENCE_SETTLES_AFTER_CLOSE ago). Before that an order find_order does
+        not see may still appear; the service keeps it pending. A calendar that cannot answer
+        -> False (keep waiting)."""
+        try:
+            close = calendars.session_close(AssetClass.KR_EQUITY.value, submitted_at)
+        except ServiceUnavailable:
+            return False
+        return now >= close + ABSENCE_SETTLES_AFTER_CLOSE
 
     def latest_price(self, symbol: str) -> Decimal:
         payload, _ = self._read(PRICE_PATH, TR_IDS[("price", self.live)],
@@ -328,6 +407,14 @@ class KisAdapter:
         if price <= 0:
             raise BrokerRejected(f"KIS has no current price for {symbol}.")
         return price
+
+    def _division(self, order: OrderRequest) -> str:
+        """ORD_DVSN of an order this connection can send; BrokerRejected before any HTTP call otherwise."""
+        division = _division(order)
+        if not self.live and division in MOCK_UNSUPPORTED_DIVISIONS:
+            raise BrokerRejected(f"KIS's mock server (모의투자) does not offer {order.time_in_force} orders "
+                                 "(IOC/FOK divisions 11-14); use time_in_force day.")
+        return division
 
     # --- inquiries ----------------------------------------------------------------------------
 
@@ -359,22 +446,38 @@ class KisAdapter:
                 rows.extend(r for r in page.get("output1") or [] if isinstance(r, dict))
         return rows
 
-    def _pages(self, path: str, tr_id: str, params: dict) -> Iterator[dict]:
-        params, tr_cont = dict(params), ""
+    def _pages(self, path: str, tr_id: str, params: dict) -> list[dict]:
+        """Every page of an inquiry. When KIS says the data changed since the first page
+        ("조회이후에 자료가 변경되었습니다"), the pages read so far are dropped and the inquiry starts
+        again from the first page, at most KIS_PAGING_RESTARTS times."""
+        for _ in range(1 + settings.KIS_PAGING_RESTARTS):
+            try:
+                return self._pages_once(path, tr_id, params)
+            except _PagesChanged:
+                logger.info("kis %s: pages changed while read; reading again from the first", path)
+                continue
+        raise BrokerUnavailable("KIS's inquiry kept changing while it was read; retry.")
+
+    def _pages_once(self, path: str, tr_id: str, params: dict) -> list[dict]:
+        params, tr_cont, pages = dict(params), "", []
         for _ in range(MAX_PAGES):
             payload, more = self._read(path, tr_id, params, tr_cont=tr_cont)
-            yield payload
+            pages.append(payload)
             if not more:
-                return
+                return pages
             params["CTX_AREA_FK100"] = str(payload.get("ctx_area_fk100") or "")
             params["CTX_AREA_NK100"] = str(payload.get("ctx_area_nk100") or "")
             tr_cont = "N"
         raise BrokerUnavailable(f"KIS kept paging past {MAX_PAGES} pages; narrow the inquiry.")
 
     def _read(self, path: str, tr_id: str, params: dict, *, tr_cont: str = "") -> tuple[dict, bool]:
-        """One GET with bounded retries; returns the payload and whether more pages follow."""
+        """One GET with bounded retries; returns the payload and whether more pages follow.
+
+        Transport failures and 5xx: READ_ATTEMPTS in all. EGW00201 (rate refusal): up to
+        RATE_LIMITED_ATTEMPTS, backing off 0.5, 1, 2 s. An expired token: re-issued once.
+        """
         token_renewed = False
-        attempt = 0
+        attempt = rate_refusals = 0
         while True:
             attempt += 1
             try:
@@ -391,9 +494,17 @@ class KisAdapter:
                 token_renewed = True
                 self._forget_token(token)
                 continue
-            retryable = code == RATE_LIMITED or (code is None and (reply.status_code >= 500
-                                                                    or reply.status_code in (408, 429)
-                                                                    or reply.status_code < 400))
+            if code == RATE_LIMITED:
+                rate_refusals += 1
+                if rate_refusals < RATE_LIMITED_ATTEMPTS:
+                    attempt -= 1  # a rate refusal has its own budget of attempts
+                    _pause(RATE_LIMITED_BACKOFF_SECONDS * 2 ** (rate_refusals - 1))
+                    continue
+                raise _refusal(payload)
+            if code is not None and _pages_changed(payload):
+                raise _PagesChanged()
+            retryable = code is None and (reply.status_code >= 500 or reply.status_code in (408, 429)
+                                          or reply.status_code < 400)
             if retryable and attempt < READ_ATTEMPTS:
                 _pause(READ_BACKOFF_SECONDS * attempt)
                 continue
@@ -404,9 +515,12 @@ class KisAdapter:
     # --- HTTP -----------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, tr_id: str, params: dict | None = None, body: dict | None = None,
-              tr_cont: str = "", broker_order_id: str | None = None) -> tuple[requests.Response, dict | None, str]:
-        """One HTTP call with the common headers, logged once; returns reply, JSON object or None, token."""
+              tr_cont: str = "", broker_order_id: str | None = None,
+              critical: bool = False) -> tuple[requests.Response, dict | None, str]:
+        """One HTTP call with the common headers, paced and logged once; returns reply, JSON object or None,
+        token. critical: an order POST (refused with 503 when the pacing cache is down, see brokers/pacing.py)."""
         token = self._access_token()
+        self._pacer.wait_turn(critical=critical)
         headers = {
             "content-type": "application/json; charset=utf-8",
             "authorization": f"Bearer {token}",
@@ -481,11 +595,33 @@ class KisAdapter:
             row.save()
         return self._remember(row)
 
+    def _count_token_request(self) -> int:
+        """Token requests for this app key within TOKEN_REQUESTS_WINDOW, this one included (shared cache)."""
+        key = f"kis-token-requests:{self._environment.value}:{self._key_digest[:32]}"
+        try:
+            cache.add(key, 0, timeout=int(TOKEN_REQUESTS_WINDOW.total_seconds()))
+            return int(cache.incr(key))
+        except Exception:  # the cache is down: count this one only
+            return 1
+
+    def _had_a_token(self) -> bool:
+        """KIS issued this app key a token that is valid still, or expired within TOKEN_REQUESTS_WINDOW:
+        the key was good a moment ago, so EGW00103 now is the lock-out (a key unused for long and
+        refused now is taken as refused)."""
+        try:
+            row = self._token_rows().first()
+        except CredentialsUndecryptable:
+            return False
+        return bool(row is not None and row.token.get("access_token") and row.expires_at is not None
+                    and row.expires_at > timezone.now() - TOKEN_REQUESTS_WINDOW)
+
     def _remember(self, row: KisAccessToken) -> str:
         self._token, self._token_expires_at = row.token["access_token"], row.expires_at
         return self._token
 
     def _issue_token(self) -> tuple[dict, datetime]:
+        self._pacer.wait_turn()
+        requests_made = self._count_token_request()
         started = time.monotonic()
         try:
             reply = self._session.post(self._base + TOKEN_PATH, json={
@@ -500,7 +636,12 @@ class KisAdapter:
         self._log("POST", TOKEN_PATH, "-", f"http {reply.status_code} error_code={code}", started)
         if code == TOKEN_THROTTLED:
             raise BrokerUnavailable("KIS issues one access token a minute per app key; retry in a minute.")
-        if code in CREDENTIALS_REFUSED:
+        if code == APP_KEY_REFUSED and (requests_made >= TOKEN_REQUESTS_FOR_LOCKOUT or self._had_a_token()):
+            # After repeated token requests KIS answers EGW00103 for a while (kis.md section 2):
+            # a temporary lock-out, not keys gone bad. The connection stays valid.
+            raise BrokerUnavailable("KIS temporarily refuses token requests for this app key after repeated "
+                                    "requests (EGW00103); retry in a few minutes. The keys were not changed.")
+        if code in CREDENTIALS_REFUSED or code == APP_KEY_REFUSED:
             raise CredentialsRefused(f"KIS refused the app key or secret of this connection ({code}).")
         access_token = payload.get("access_token")
         expires_at = _token_expiry(payload)
@@ -510,6 +651,15 @@ class KisAdapter:
 
 
 # --- wire <-> our types ---------------------------------------------------------------------------
+
+class _PagesChanged(Exception):
+    """KIS's inquiry changed between its pages: read it again from the first page."""
+
+
+def _pages_changed(payload: dict) -> bool:
+    message = str(payload.get("msg1") or "")
+    return any(word in message for word in PAGES_CHANGED_WORDS)
+
 
 def _division(order: OrderRequest) -> str:
     if order.asset_class != AssetClass.KR_EQUITY:
@@ -686,29 +836,60 @@ def _to_order(row: dict, links: list[dict], *, today: date) -> BrokerOrder | Non
     except (KeyError, ValueError):
         raise BrokerUnavailable("KIS sent an order row without a readable date.") from None
     submitted = datetime.combine(day, clock, tzinfo=KST).astimezone(UTC)
-    filled = _num(row, "tot_ccld_qty")
+    # An amendment (정정) row carries the fills of the part moved to its new price: they are this order's.
+    filling = [row, *(r for r in links if str(r.get("cncl_yn") or "").upper() != "Y")]
+    filled = sum((_num(r, "tot_ccld_qty") for r in filling), Decimal(0))
+    amount = sum((_num(r, "tot_ccld_amt") for r in filling), Decimal(0))
+    if filled > 0 and len(filling) > 1 and amount > 0:
+        avg_fill_price = amount / filled
+    else:
+        avg_fill_price = _num(row, "avg_prvs") if filled > 0 else None
     return BrokerOrder(
         broker_order_id=_order_id(day, row.get("odno")), broker_client_id=None, symbol=str(row.get("pdno") or ""),
         side=side, qty=_num(row, "ord_qty"), filled_qty=filled,
-        avg_fill_price=_num(row, "avg_prvs") if filled > 0 else None, order_type=order_type,
+        avg_fill_price=avg_fill_price, order_type=order_type,
         status=_status(row, links, day=day, today=today), submitted_at=submitted, updated_at=submitted,
         limit_price=_num(row, "ord_unpr") if order_type == OrderType.LIMIT else None, time_in_force=time_in_force)
 
 
 def _status(row: dict, links: list[dict], *, day: date, today: date) -> OrderStatus:
-    """Our reading of a daily-inquiry row (KIS publishes no status field; see kis.md section 6).
+    """The status of an order from the quantities of its row and its linked rows.
 
-    A cancel shows up as its own row pointing back with orgn_odno; whether the original row or
-    the cancel row carries cncl_yn / cnc_cfrm_qty is unconfirmed, so either counts.
+    KIS publishes no status field (kis.md section 6). Rows linked by orgn_odno are of two kinds:
+    cancel rows (cncl_yn "Y") and amendment rows (정정, cncl_yn "N"), which carry the part of
+    the order moved to a new price and its fills. So, with every quantity a count of shares:
+
+    - filled = the order's tot_ccld_qty plus its amendments' (the order keeps an amendment's fills);
+    - canceled = cancel quantity KIS confirmed (cnc_cfrm_qty), on the order row or on its cancel
+      rows, whichever carries it (never both added), plus what was canceled of an amendment;
+      a cancel row without cnc_cfrm_qty is a pending cancel, one with rjct_qty a refused one:
+      neither cancels anything, and cncl_yn alone decides nothing;
+    - remaining = what can still fill: ordered - filled - canceled - rejected, and no more than
+      what KIS reports as rmn_qty on the order and its amendments.
+
+    Then: all filled -> filled; rejected with nothing filled -> rejected; something remaining ->
+    open (accepted / partially_filled) on its day, expired after it (a day order); nothing
+    remaining -> canceled. This covers an IOC/FOK whose unfilled part the exchange dropped
+    (rmn_qty 0 without a cancel row): canceled, not accepted all day.
     """
-    ordered, filled = _num(row, "ord_qty"), _num(row, "tot_ccld_qty")
-    canceled = any(r.get("cncl_yn") == "Y" or _num(r, "cnc_cfrm_qty") > 0 for r in [row, *links])
-    if _num(row, "rjct_qty") > 0 and filled == 0:
-        return OrderStatus.REJECTED
+    cancels = [r for r in links if str(r.get("cncl_yn") or "").upper() == "Y"]
+    amendments = [r for r in links if str(r.get("cncl_yn") or "").upper() != "Y"]
+    ordered = _num(row, "ord_qty")
+    filled = _num(row, "tot_ccld_qty") + sum((_num(r, "tot_ccld_qty") for r in amendments), Decimal(0))
+    confirmed_on_cancels = sum((_num(r, "cnc_cfrm_qty") for r in cancels if _num(r, "rjct_qty") == 0), Decimal(0))
+    canceled = max(_num(row, "cnc_cfrm_qty"), confirmed_on_cancels) \
+        + sum((_num(r, "cnc_cfrm_qty") for r in amendments), Decimal(0))
+    rejected = _num(row, "rjct_qty")
+    remaining = ordered - filled - canceled - rejected
+    reported = [_num(r, "rmn_qty") for r in (row, *amendments) if r.get("rmn_qty") is not None]
+    if reported:
+        remaining = min(remaining, sum(reported, Decimal(0)))
     if filled >= ordered:
         return OrderStatus.FILLED
-    if canceled or (filled > 0 and row.get("rmn_qty") is not None and _num(row, "rmn_qty") == 0):
-        return OrderStatus.CANCELED
-    if day < today:
-        return OrderStatus.EXPIRED  # a day order still open after its trading day
-    return OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.ACCEPTED
+    if rejected > 0 and filled == 0 and canceled == 0:
+        return OrderStatus.REJECTED
+    if remaining > 0:
+        if day < today:
+            return OrderStatus.EXPIRED  # a day order still open after its trading day
+        return OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.ACCEPTED
+    return OrderStatus.CANCELED

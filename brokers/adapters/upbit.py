@@ -16,6 +16,13 @@ Failures (brokers/base.py):
 - Upbit refused -> BrokerRejected / InsufficientFunds / OrderNotFound / CredentialsRefused by
   the error `name` (upbit.md §7), never by the (Korean) message.
 Reads are retried a bounded number of times; writes (POST, DELETE) are sent exactly once.
+
+Pacing (upbit.md section 8): the `order` group allows 12 requests/s (POST /v1/orders; the cancel,
+DELETE /v1/order, is paced with it too, the stricter budget) and other private calls 30/s
+(UPBIT_ORDER_REQUESTS_PER_SECOND, UPBIT_PRIVATE_REQUESTS_PER_SECOND), per access key, shared by
+every worker through the cache (brokers/pacing.py). Every answer's `Remaining-Req: group=...;
+sec=N` header is read: at sec=0 (and on a 429, "wait for the next second") that group's next
+request waits a second. Quotation calls (ticker) are limited per IP, not per key, and not paced.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import requests
 from django.conf import settings
 
 from brokers.http import never_sent
+from brokers.pacing import Pacer, remaining_in_second
 from brokers.types import (
     Account,
     AssetClass,
@@ -145,6 +153,12 @@ class UpbitAdapter:
         self._timeout = settings.BROKER_TIMEOUT_SECONDS
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json"})  # and never an Origin header (§6)
+        self._pacers = {
+            "order": Pacer(broker="upbit", key=self._access_key, group="order",
+                           rate=settings.UPBIT_ORDER_REQUESTS_PER_SECOND),
+            "default": Pacer(broker="upbit", key=self._access_key, group="default",
+                             rate=settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND),
+        }
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
         return f"<UpbitAdapter connection_id={self.connection_id}>"
@@ -426,6 +440,13 @@ class UpbitAdapter:
             signed = list(body.items()) if body is not None else list(query)
             headers["Authorization"] = "Bearer " + self._token(unquote(urlencode(signed)) if signed else None)
 
+        pacer = None
+        if private:
+            group = "order" if path in ("/v1/orders", "/v1/order") and method in ("POST", "DELETE") else "default"
+            pacer = self._pacers[group]
+            # Waits for this key's turn; refuses (nothing sent) when none comes in time.
+            pacer.wait_turn(critical=(method == "POST" and path == "/v1/orders"))
+
         started = time.monotonic()
         status: int | None = None
         outcome = "?"
@@ -441,6 +462,7 @@ class UpbitAdapter:
                 raise _NoAnswer(_describe(exc), kind=kind) from exc
             status = reply.status_code
             remaining = reply.headers.get("Remaining-Req")
+            self._honour_remaining(remaining, pacer, throttled=status in (418, 429))
             if status in (418, 429):
                 outcome = f"{status} throttled"
                 raise _NoAnswer(f"HTTP {status}, rate limited", kind="throttled", status=status)
@@ -472,6 +494,13 @@ class UpbitAdapter:
                               "http_method": method, "http_path": path, "http_status": status,
                               "outcome": outcome, "latency_ms": latency_ms, "attempt": attempt,
                               "remaining_req": remaining})
+
+    def _honour_remaining(self, header: str | None, pacer: Pacer | None, *, throttled: bool) -> None:
+        """Upbit said how many requests are left this second: none left -> that group waits a second."""
+        group, left = remaining_in_second(header)
+        target = self._pacers.get(group or "") or pacer
+        if target is not None and (throttled or (left is not None and left <= 0)):
+            target.hold(1.0)
 
     def _token(self, query_string: str | None) -> str:
         """A fresh JWT for one request (§2): HS512, a new nonce, query_hash of what is sent."""

@@ -181,12 +181,24 @@ def test_market_order_sends_division_01_with_price_0(rsps):
     (OrderType.LIMIT, TimeInForce.IOC, "11"), (OrderType.LIMIT, TimeInForce.FOK, "12"),
     (OrderType.MARKET, TimeInForce.IOC, "13"), (OrderType.MARKET, TimeInForce.FOK, "14"),
 ])
-def test_ioc_and_fok_map_to_kis_order_divisions(rsps, order_type, tif, division):
-    seed_token()
-    rsps.post(url(PATHS["order"]), json=wire("order_accepted_mock"))
+def test_ioc_and_fok_map_to_kis_order_divisions_on_the_real_server(rsps, order_type, tif, division):
+    seed_token(live=True)
+    rsps.post(url(PATHS["order"], live=True), json=wire("order_accepted_real"))
     limit = Decimal("60000") if order_type == OrderType.LIMIT else None
-    make_adapter().place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
+    make_adapter(live=True).place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
     assert json.loads(calls_to(rsps, PATHS["order"])[0].request.body)["ORD_DVSN"] == division
+
+
+@pytest.mark.parametrize(("order_type", "tif"), [
+    (OrderType.LIMIT, TimeInForce.IOC), (OrderType.LIMIT, TimeInForce.FOK),
+    (OrderType.MARKET, TimeInForce.IOC), (OrderType.MARKET, TimeInForce.FOK),
+])
+def test_ioc_and_fok_are_refused_on_the_mock_server_before_sending(rsps, order_type, tif):
+    seed_token()
+    limit = Decimal("60000") if order_type == OrderType.LIMIT else None
+    with pytest.raises(BrokerRejected, match="mock server .* does not offer"):
+        make_adapter().place_order(order_request(order_type=order_type, time_in_force=tif, limit_price=limit))
+    assert len(rsps.calls) == 0
 
 
 def test_account_number_is_sent_as_cano_and_product_code_strings(rsps):
@@ -357,12 +369,12 @@ def test_order_answered_with_a_redirect_is_outcome_unknown_and_the_redirect_is_n
     assert [urlsplit(c.request.url).path for c in rsps.calls] == [PATHS["order"]]
 
 
-def test_rate_limited_order_is_broker_unavailable_and_not_resent(rsps):
+def test_rate_limited_order_is_outcome_unknown_and_not_resent(rsps):
+    """KIS does not document that an EGW00201 order was not processed: looked up, never resent."""
     seed_token()
     rsps.post(url(PATHS["order"]), status=500, json=wire("rate_limited"))
-    with pytest.raises(BrokerUnavailable) as failed:
+    with pytest.raises(BrokerOutcomeUnknown, match="EGW00201"):
         make_adapter().place_order(order_request())
-    assert not isinstance(failed.value, BrokerOutcomeUnknown)
     assert len(calls_to(rsps, PATHS["order"])) == 1
 
 
@@ -672,14 +684,17 @@ def test_position_numbers_are_decimals_and_pnl_percent_is_a_fraction(rsps):
                                           Decimal("0.0219"), "KRW", "LONG")
 
 
-def test_account_reads_totals_from_output2_and_buying_power_from_orderable_cash(rsps):
+def test_account_reads_totals_from_output2_and_buying_power_from_the_amount_without_margin(rsps):
     seed_token()
     rsps.get(url(PATHS["balance"]), json=wire("balance"))
     rsps.get(url(PATHS["psbl"]), json=wire("psbl_order"))
     acct = make_adapter().account()
+    # psbl_order.json: ord_psbl_cash 12,315,000 includes margin; nrcvb_buy_amt 9,315,000 does not.
     assert (acct.equity, acct.cash, acct.buying_power, acct.last_equity, acct.currency) == (
         Decimal("10015000"), Decimal("9315000"), Decimal("9315000"), Decimal("10000000"), "KRW")
     assert acct.as_of.utcoffset() == timedelta(0)
+    psbl = dict(parse_qsl(urlsplit(calls_to(rsps, PATHS["psbl"])[0].request.url).query, keep_blank_values=True))
+    assert psbl["PDNO"] == "005930"
 
 
 def test_latest_price_of_an_unknown_symbol_is_broker_rejected(fake):
@@ -713,13 +728,12 @@ def test_find_order_matches_a_market_order_by_division_not_by_price(fake):
     assert found is not None and found.broker_order_id.endswith(match["odno"].lstrip("0"))
 
 
-def test_find_order_without_a_match_inside_60_seconds_cannot_decide_yet(fake):
+def test_find_order_without_a_match_at_61_seconds_is_undecided_not_absent(fake):
+    submitted = timezone.now() - timedelta(seconds=61)
+    adapter = make_adapter()
     with pytest.raises(BrokerUnavailable, match="not in KIS's daily inquiry yet"):
-        make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=20))
-
-
-def test_find_order_without_a_match_after_60_seconds_proves_the_order_absent(fake):
-    assert make_adapter().find_order(order_request(), submitted_at=timezone.now() - timedelta(seconds=61)) is None
+        adapter.find_order(order_request(), submitted_at=submitted)
+    assert adapter.absence_settled(submitted_at=submitted, now=timezone.now()) is False
 
 
 def test_find_order_with_two_matches_cannot_decide(fake):
@@ -733,10 +747,183 @@ def test_find_order_with_two_matches_cannot_decide(fake):
 def test_find_order_ignores_a_twin_order_placed_before_the_lost_one(fake):
     submitted = timezone.now() - timedelta(seconds=90)
     _row_at(fake, submitted - timedelta(minutes=5))
-    assert make_adapter().find_order(order_request(), submitted_at=submitted) is None
+    with time_machine.travel(datetime(2026, 7, 10, 16, 5, tzinfo=KST)):  # the day's inquiry is final
+        assert make_adapter().find_order(order_request(), submitted_at=submitted) is None
 
 
 def test_find_order_of_a_stop_order_is_none_without_http_call(rsps):
     stop = order_request(order_type=OrderType.STOP, limit_price=None, stop_price=Decimal("80000"))
     assert make_adapter().find_order(stop, submitted_at=timezone.now() - timedelta(minutes=5)) is None
     assert len(rsps.calls) == 0
+
+
+# --- issue 11: status from quantities (recorded rows in daily_ccld_quantities.json) ----------------------
+
+@pytest.mark.parametrize(("broker_order_id", "status", "filled", "avg"), [
+    ("20260710-301", OrderStatus.PARTIALLY_FILLED, "4", "70000"),  # cancel pending: the rest can still fill
+    ("20260710-303", OrderStatus.PARTIALLY_FILLED, "4", "70000"),  # cancel refused (rjct_qty on the cancel row)
+    ("20260710-305", OrderStatus.CANCELED, "4", "70000"),  # cancel confirmed for the 6 left
+    ("20260710-307", OrderStatus.CANCELED, "0", None),  # IOC limit that did not fill: rmn_qty 0, no cancel row
+    ("20260710-308", OrderStatus.CANCELED, "0", None),  # FOK market that did not fill
+    ("20260710-309", OrderStatus.FILLED, "10", "70350"),  # amended in the KIS app: 3 @ 70000 + 7 @ 70500
+    ("20260710-311", OrderStatus.PARTIALLY_FILLED, "5", "70200"),  # amended, the amendment partly filled
+    ("20260710-313", OrderStatus.PARTIALLY_FILLED, "4", "70000"),  # cncl_yn Y on the order, nothing confirmed
+])
+def test_status_is_derived_from_the_quantities_of_the_order_and_its_linked_rows(rsps, broker_order_id, status,
+                                                                                 filled, avg):
+    seed_token()
+    rsps.get(url(PATHS["daily"]), json=wire("daily_ccld_quantities"))
+    got = make_adapter().get_order(broker_order_id)
+    assert (got.status, got.filled_qty, got.avg_fill_price) == (status, Decimal(filled),
+                                                                Decimal(avg) if avg else None)
+
+
+def test_amendment_and_cancel_rows_are_not_listed_as_orders_of_their_own(rsps):
+    seed_token()
+    rsps.get(url(PATHS["daily"]), json=wire("daily_ccld_quantities"))
+    ids = {o.broker_order_id.split("-")[1] for o in make_adapter().list_orders()}
+    assert ids == {"301", "303", "305", "307", "308", "309", "311", "313"}
+
+
+def test_a_partly_filled_order_with_a_pending_cancel_stays_open(rsps):
+    seed_token()
+    rsps.get(url(PATHS["daily"]), json=wire("daily_ccld_quantities"))
+    open_ids = {o.broker_order_id for o in make_adapter().list_orders(scope=ListScope.OPEN)}
+    assert {"20260710-301", "20260710-303", "20260710-313"} <= open_ids and "20260710-305" not in open_ids
+
+
+# --- issue 11: paging restart, EGW00103 lock-out, EGW00201 on reads and cancels -----------------------------
+
+def _paged_daily(rsps, *, changed_times: int) -> list[str]:
+    """page 1, then page 2 answers "data changed" `changed_times` times before it is served."""
+    first, second = wire("daily_ccld_page1"), wire("daily_ccld_page2")
+    served = []
+
+    def daily(request):
+        params = dict(parse_qsl(urlsplit(request.url).query, keep_blank_values=True))
+        if request.headers.get("tr_cont") == "N" and params["CTX_AREA_NK100"] == first["ctx_area_nk100"]:
+            if served.count("changed") < changed_times:
+                served.append("changed")
+                return 200, {}, json.dumps(wire("paging_data_changed"), ensure_ascii=False)
+            served.append("page2")
+            return 200, {"tr_cont": "D"}, json.dumps(second)
+        served.append("page1")
+        return 200, {"tr_cont": "M"}, json.dumps(first)
+
+    rsps.add_callback(responses.GET, url(PATHS["daily"]), callback=daily)
+    return served
+
+
+def test_pages_that_changed_while_read_are_read_again_from_the_first_page(rsps):
+    seed_token()
+    served = _paged_daily(rsps, changed_times=1)
+    orders = make_adapter().list_orders(since=datetime(2026, 7, 10, tzinfo=KST))
+    assert served == ["page1", "changed", "page1", "page2"]
+    assert [o.broker_order_id for o in orders] == ["20260710-201", "20260710-202"]  # each row once
+
+
+def test_pages_that_keep_changing_are_broker_unavailable_after_bounded_restarts(rsps, settings):
+    settings.KIS_PAGING_RESTARTS = 2
+    seed_token()
+    served = _paged_daily(rsps, changed_times=100)
+    with pytest.raises(BrokerUnavailable, match="kept changing"):
+        make_adapter().list_orders(since=datetime(2026, 7, 10, tzinfo=KST))
+    assert served.count("changed") == 3
+
+
+def test_egw00103_after_repeated_token_requests_is_a_lock_out_not_refused_keys(rsps):
+    rsps.post(url(PATHS["token"]), status=403, json=wire("token_throttled"))
+    with pytest.raises(BrokerUnavailable):
+        make_adapter().latest_price("005930")
+    rsps.replace(responses.POST, url(PATHS["token"]), status=403, json=wire("token_bad_app_key"))
+    with pytest.raises(BrokerUnavailable, match="temporarily refuses token requests") as failed:
+        make_adapter().latest_price("005930")
+    assert not isinstance(failed.value, CredentialsRefused)
+
+
+def test_egw00103_for_a_key_kis_issued_tokens_to_before_is_a_lock_out(rsps):
+    seed_token(valid_for=timedelta(minutes=-5))  # an earlier, now expired token of this app key
+    rsps.post(url(PATHS["token"]), status=403, json=wire("token_bad_app_key"))
+    with pytest.raises(BrokerUnavailable, match="EGW00103") as failed:
+        make_adapter().latest_price("005930")
+    assert not isinstance(failed.value, CredentialsRefused)
+
+
+def test_rate_refused_read_is_retried_with_growing_backoff(rsps, pauses):
+    seed_token()
+    for _ in range(3):
+        rsps.get(url(PATHS["price"]), status=500, json=wire("rate_limited"))
+    rsps.get(url(PATHS["price"]), json=wire("price"))
+    assert make_adapter().latest_price("005930") > 0
+    assert pauses == [0.5, 1.0, 2.0]
+
+
+def test_rate_refused_cancel_is_sent_again_after_a_backoff(fake, rsps, pauses):
+    placed = make_adapter().place_order(order_request())
+    refusals = iter([True])
+
+    def cancel_refused_once(request):
+        if next(refusals, False):  # the gateway's per-second refusal, once
+            return 500, {}, json.dumps(wire("rate_limited"), ensure_ascii=False)
+        return fake._guarded(fake._cancel)(request)
+
+    rsps.remove(responses.POST, url(PATHS["cancel"]))
+    rsps.add_callback(responses.POST, url(PATHS["cancel"]), callback=cancel_refused_once)
+    make_adapter().cancel_order(placed.broker_order_id)
+    assert len(calls_to(rsps, PATHS["cancel"])) == 2 and pauses[-1] == 0.5
+    assert make_adapter().get_order(placed.broker_order_id).status == OrderStatus.CANCELED
+
+
+# --- issue 11: absence is settled by the KRX close, not by a time window -------------------------------------
+
+def test_absence_is_not_settled_before_the_krx_close_and_is_after_it():
+    adapter = make_adapter()
+    submitted = datetime(2026, 7, 10, 10, 0, tzinfo=KST)
+    assert not adapter.absence_settled(submitted_at=submitted, now=submitted + timedelta(seconds=61))
+    assert not adapter.absence_settled(submitted_at=submitted, now=datetime(2026, 7, 10, 15, 35, tzinfo=KST))
+    assert adapter.absence_settled(submitted_at=submitted, now=datetime(2026, 7, 10, 16, 5, tzinfo=KST))
+
+
+def test_a_lost_order_found_nowhere_is_undecided_all_session_and_absent_after_the_close(fake):
+    submitted = timezone.now()
+    adapter = make_adapter()
+    with time_machine.travel(datetime(2026, 7, 10, 15, 0, tzinfo=KST)):
+        with pytest.raises(BrokerUnavailable):
+            adapter.find_order(order_request(), submitted_at=submitted)
+    with time_machine.travel(datetime(2026, 7, 10, 16, 5, tzinfo=KST)):
+        assert adapter.find_order(order_request(), submitted_at=submitted) is None
+
+
+def test_a_lost_order_that_shows_late_in_the_inquiry_is_found_hours_later(fake):
+    submitted = timezone.now()
+    late = _row_at(fake, submitted + timedelta(minutes=3))  # KIS's receipt time, minutes after our send
+    with time_machine.travel(datetime(2026, 7, 10, 14, 0, tzinfo=KST)):
+        found = make_adapter().find_order(order_request(), submitted_at=submitted)
+    assert found is not None and found.broker_order_id.endswith(late["odno"].lstrip("0"))
+
+
+def test_kis_adapter_says_it_has_no_client_ids():
+    assert KisAdapter.client_ids is False
+
+
+# --- issue 11: pacing --------------------------------------------------------------------------------------
+
+def test_mock_requests_of_one_app_key_are_paced_to_two_a_second(fake, pacing_clock):
+    adapter = make_adapter()
+    starts = []
+    for _ in range(6):
+        adapter.latest_price("005930")
+        starts.append(pacing_clock.now())
+    assert all(later - earlier >= 0.5 for earlier, later in zip(starts, starts[1:]))
+
+
+def test_real_server_budget_is_twenty_a_second(settings):
+    assert make_adapter(live=True)._pacer.rate == settings.KIS_REAL_REQUESTS_PER_SECOND == 20
+    assert make_adapter()._pacer.rate == settings.KIS_MOCK_REQUESTS_PER_SECOND == 2
+
+
+def test_egw00103_for_a_key_unused_for_days_is_credentials_refused(rsps):
+    seed_token(valid_for=timedelta(days=-3))
+    rsps.post(url(PATHS["token"]), status=403, json=wire("token_bad_app_key"))
+    with pytest.raises(CredentialsRefused):
+        make_adapter().latest_price("005930")

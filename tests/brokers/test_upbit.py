@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -832,3 +833,43 @@ def test_logs_never_carry_the_keys_or_the_jwt(rsps, adapter, caplog):
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert caplog.records
     assert SECRET_KEY not in logged and ACCESS_KEY not in logged and token not in logged
+
+
+# --- pacing (issue 11 item 3): per access key, by group, Remaining-Req honoured ---------------------------------
+
+def test_remaining_req_sec_0_makes_the_groups_next_request_wait_a_second(rsps, adapter, pacing_clock):
+    rsps.add(responses.GET, ACCOUNTS, json=[], headers={"Remaining-Req": "group=default; min=1800; sec=0"})
+    rsps.add(responses.GET, ACCOUNTS, json=[], headers={"Remaining-Req": "group=default; min=1800; sec=29"})
+    adapter.positions()
+    pacing_clock.waits.clear()
+    adapter.positions()
+    assert sum(pacing_clock.waits) >= 1.0
+
+
+def test_requests_left_in_the_second_let_the_next_request_go_at_the_groups_pace(rsps, adapter, pacing_clock):
+    rsps.add(responses.GET, ACCOUNTS, json=[], headers={"Remaining-Req": "group=default; min=1800; sec=25"})
+    adapter.positions()
+    pacing_clock.waits.clear()
+    adapter.positions()
+    assert sum(pacing_clock.waits) < 1.0
+
+
+def test_order_group_is_paced_at_twelve_a_second_and_other_private_calls_at_thirty(adapter, settings):
+    assert adapter._pacers["order"].rate == settings.UPBIT_ORDER_REQUESTS_PER_SECOND == 12
+    assert adapter._pacers["default"].rate == settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND == 30
+
+
+def test_order_posts_of_one_access_key_never_exceed_twelve_in_a_second(rsps, adapter, pacing_clock):
+    rsps.add(responses.POST, ORDERS, status=201, json=wire("order_limit_wait.json"))
+    starts = []
+    for _ in range(30):
+        adapter.place_order(order(broker_client_id=uuid.uuid4().hex))
+        starts.append(pacing_clock.now())
+    assert max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts) <= 12
+
+
+def test_a_429_holds_the_group_for_a_second_before_the_retry(rsps, adapter, pacing_clock):
+    rsps.add(responses.GET, ACCOUNTS, status=429, body=text("too_many_requests.txt"))
+    rsps.add(responses.GET, ACCOUNTS, json=[])
+    adapter.positions()
+    assert sum(pacing_clock.waits) >= 1.0

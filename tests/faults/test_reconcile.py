@@ -37,7 +37,7 @@ RECONCILED = [
     ("alpaca", "read_timeout", "accepted"),  # placed, its answer lost
     ("alpaca", "connection_reset", "rejected"),  # never placed: proven absent
     ("kis", "read_timeout", "accepted"),  # matched in the daily inquiry (no client id)
-    ("kis", "connection_reset", "rejected"),
+    ("kis", "connection_reset", "rejected"),  # unmatched: pending until the KRX close settles the day (issue 11)
     ("upbit", "read_timeout", "accepted"),
     ("upbit", "connection_reset", "rejected"),
 ]
@@ -56,6 +56,12 @@ def test_reconcile_orders_resolves_a_pending_order_of_every_broker_once_and_audi
     assert Order.objects.get(client_order_id="lost").status == "pending"
 
     trading_hours.shift(timedelta(minutes=2))
+    if broker.name == "kis" and resolution == "rejected":
+        # KIS's daily inquiry can show today's orders late (no bound documented): an order it does
+        # not show is not absent before the session has closed and the inquiry is final.
+        call_command("reconcile_orders", stdout=io.StringIO())
+        assert Order.objects.get(client_order_id="lost").status == "pending"
+        trading_hours.shift(timedelta(hours=6, minutes=30))  # 16:32 KST: past 15:30 and the margin
     call_command("reconcile_orders", stdout=io.StringIO())
     call_command("reconcile_orders", stdout=io.StringIO())  # a second run finds nothing to do
     order = Order.objects.get(client_order_id="lost")
