@@ -3,6 +3,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from audit.models import BrokerOrderEvent
+from brokers.admin import SearchByUserLogin
 
 # The list fits a 1400 px window beside admin's navigation and the filters (tests/audit/test_admin_list_width.py
 # measures it in Chromium): the columns a reviewer reads first, two short lines where two facts belong
@@ -22,14 +23,15 @@ def _breakable(code: str):
 
 
 @admin.register(BrokerOrderEvent)
-class BrokerOrderEventAdmin(admin.ModelAdmin):
+class BrokerOrderEventAdmin(SearchByUserLogin, admin.ModelAdmin):
     """Read-only for everyone, superusers included: the log is append-only."""
 
     list_display = ("when", "trader", "event", "order", "client_order", "error", "risk_rule")
     list_display_links = ("when",)
     list_filter = ("event_type", "asset_class", "environment", "exchange", "first_live_order",
                    ("created_at", admin.DateFieldListFilter), "user")
-    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "user__username")
+    search_fields = ("client_order_id", "broker_order_id", "broker_client_id", "request_id",
+                     "client_request_id")  # and the user's login
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     show_full_result_count = False

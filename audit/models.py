@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pgtrigger
 from django.conf import settings
 from django.db import models
 
@@ -26,8 +25,11 @@ class AppendOnlyQuerySet(models.QuerySet):
 class BrokerOrderEvent(models.Model):
     """One placement, cancel or reject. Written by audit.services.record_order_event only.
 
-    Append-only: no update or delete path in code, and on PostgreSQL triggers refuse UPDATE,
-    DELETE and TRUNCATE in the database itself.
+    Append-only: no update or delete path in code, and on PostgreSQL a plain SQL trigger
+    (migration 0002, not django-pgtrigger: no session setting switches it off) refuses UPDATE,
+    DELETE and TRUNCATE in the database itself. A service role set up by `manage.py audit_grants`
+    holds no UPDATE, DELETE or TRUNCATE privilege on the table either, and is not its owner, so it
+    cannot disable the trigger.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="order_events",
@@ -50,7 +52,10 @@ class BrokerOrderEvent(models.Model):
     request_body = models.JSONField(default=dict, blank=True)
     broker_reply = models.JSONField(default=dict, blank=True)
     report_uuid = models.UUIDField(null=True, blank=True)
+    # The server's own id of the request, always generated here; never taken from the client.
     request_id = models.CharField(max_length=64, blank=True, default="")
+    # The client's X-Request-ID, kept only if 1 to 64 of [A-Za-z0-9._:-] (audit.services.RequestMeta).
+    client_request_id = models.CharField(max_length=64, blank=True, default="")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     first_live_order = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -68,13 +73,6 @@ class BrokerOrderEvent(models.Model):
             # Exactly one first live order per user, even under concurrent requests.
             models.UniqueConstraint(fields=["user"], condition=models.Q(first_live_order=True),
                                     name="one_first_live_order_per_user"),
-        ]
-        triggers = [
-            pgtrigger.Protect(name="append_only_no_update", operation=pgtrigger.Update),
-            pgtrigger.Protect(name="append_only_no_delete", operation=pgtrigger.Delete),
-            pgtrigger.Trigger(name="append_only_no_truncate", operation=pgtrigger.Truncate,
-                              level=pgtrigger.Statement, when=pgtrigger.Before,
-                              func="RAISE EXCEPTION 'broker_order_events is append-only: TRUNCATE refused';"),
         ]
 
     def __str__(self) -> str:

@@ -6,8 +6,10 @@ import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from audit.models import BrokerOrderEvent, EventType
+from brokers.conf import conf
 
 # Account numbers count as secrets under each broker's name for them: account_no (ours, KIS),
 # account_number (Alpaca), CANO (KIS's wire field).
@@ -17,31 +19,73 @@ _SECRET_KEY_RE = re.compile(r"(secret|key|token|password|authorization|account_?
 
 @dataclass(frozen=True)
 class RequestMeta:
-    """Who asked, from where: carried from the view into every audit row."""
+    """Who asked, from where: carried from the view into every audit row.
+
+    `request_id` is the server's own id of the request, always generated here. `client_request_id`
+    is the client's `X-Request-ID`, kept in its own column (never in `request_id`) and only if it is
+    1 to 64 of [A-Za-z0-9._:-]; anything else is dropped, not an error.
+    """
 
     request_id: str = ""
     client_ip: str | None = None
     body: dict | None = None
     http_request: object | None = field(default=None, compare=False, repr=False)  # for waffle and ratelimit
+    client_request_id: str = ""
 
     @classmethod
     def of(cls, request) -> RequestMeta:
-        """From the client's own headers: an X-Forwarded-For that is not an IP address, or an
-        X-Request-ID that is not 1 to 64 printable ASCII characters, is ignored rather than failing
-        the audit row (and with it the order)."""
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        ip = _ip_or_none(forwarded.split(",")[0].strip()) or _ip_or_none(request.META.get("REMOTE_ADDR"))
-        # The request log's middleware has already chosen this request's id: the audit rows, the log
-        # line and the X-Request-ID response header then agree.
-        request_id = getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID", "")
-        if not _REQUEST_ID_RE.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+        meta = request.META
+        client_request_id = meta.get("HTTP_X_REQUEST_ID", "")
+        if not _CLIENT_REQUEST_ID_RE.fullmatch(client_request_id):
+            client_request_id = ""
         body = request.data if isinstance(getattr(request, "data", None), dict) else None
-        return cls(request_id=request_id, client_ip=ip, body=scrub(dict(body)) if body is not None else None,
+        # The server's id of this request: the one the request log's middleware made (so the log line, the
+        # X-Request-ID response header and these rows agree), else a new one.
+        request_id = getattr(request, "request_id", None) or uuid.uuid4().hex
+        return cls(request_id=request_id, client_request_id=client_request_id, client_ip=client_ip_of(meta),
+                   body=scrub(dict(body)) if body is not None else None,
                    http_request=getattr(request, "_request", request))
 
 
-_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
+_CLIENT_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def client_ip_of(meta: dict) -> str | None:
+    """The client's address as far as the configured proxies vouch for it.
+
+    By default (TRUSTED_PROXY_COUNT = 0, TRUSTED_PROXIES empty) the peer, REMOTE_ADDR: an
+    X-Forwarded-For sent straight to the service is whatever the client wrote, and is ignored.
+    Behind proxies, the hops are X-Forwarded-For's entries followed by the peer; walking them from
+    the right, a hop is a proxy if it is one of the TRUSTED_PROXY_COUNT nearest or its address is in
+    TRUSTED_PROXIES, and the client is the first hop that is not (the right-most untrusted one: the
+    entries left of it were written by the client and prove nothing). If every hop is a proxy, the
+    left-most one, which a trusted proxy reported. A client hop that is not an IP address is None.
+    """
+    peer = meta.get("REMOTE_ADDR") or ""
+    count = conf.TRUSTED_PROXY_COUNT
+    networks = _networks(tuple(conf.TRUSTED_PROXIES))
+    if count <= 0 and not networks:
+        return _ip_or_none(peer)
+    hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()] + [peer]
+    for distance, hop in enumerate(reversed(hops)):
+        if distance < count:
+            continue
+        ip = _ip_or_none(hop)
+        if ip is None or not _in_any(ip, networks):
+            return ip
+    return _ip_or_none(hops[0])
+
+
+@lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _in_any(ip: str, networks: tuple) -> bool:
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped:  # ::ffff:10.0.0.1 is 10.0.0.1
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def _ip_or_none(value: str | None) -> str | None:
@@ -78,7 +122,8 @@ def record_order_event(*, user_id: int, event_type: EventType, meta: RequestMeta
         if getattr(error, "risk_rule", None):
             fields.setdefault("risk_rule", error.risk_rule)
     return BrokerOrderEvent.objects.create(
-        user_id=user_id, event_type=event_type, request_id=meta.request_id, client_ip=meta.client_ip,
+        user_id=user_id, event_type=event_type, request_id=meta.request_id,
+        client_request_id=meta.client_request_id, client_ip=meta.client_ip,
         request_body=meta.body or {}, broker_reply=scrub(broker_reply or {}), first_live_order=first_live_order,
         **{k: ("" if v is None and k not in _NULLABLE else v) for k, v in fields.items()})
 

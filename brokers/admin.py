@@ -6,11 +6,27 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from brokers import services
 from brokers.models import BrokerAccount, SimQuote, TraderProfile
+
+
+def user_login_lookup() -> str:
+    """The admin search lookup of a row's user by login, whatever the user model (`user__username`,
+    `user__email` for an e-mail login). Used by every admin of the apps."""
+    return f"user__{get_user_model().USERNAME_FIELD}"
+
+
+class SearchByUserLogin:
+    """Adds the user's login to `search_fields`, resolved when the admin searches (the user model may be swapped)."""
+
+    search_fields: tuple = ()
+
+    def get_search_fields(self, request):
+        return (*self.search_fields, user_login_lookup())
 
 
 class BrokerAccountForm(forms.ModelForm):
@@ -37,12 +53,12 @@ class BrokerAccountForm(forms.ModelForm):
 
 
 @admin.register(BrokerAccount)
-class BrokerAccountAdmin(admin.ModelAdmin):
+class BrokerAccountAdmin(SearchByUserLogin, admin.ModelAdmin):
     form = BrokerAccountForm
     list_display = ("id", "user", "asset_class", "exchange", "environment", "label", "status", "key_hint",
                     "created_at")
     list_filter = ("exchange", "asset_class", "environment", "status")
-    search_fields = ("user__username", "label")
+    search_fields = ("label",)
     readonly_fields = ("key_hint", "created_at")
 
     # An error report of a failed save (mailed to ADMINS) must not carry the typed credentials.
@@ -61,10 +77,9 @@ class BrokerAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(TraderProfile)
-class TraderProfileAdmin(admin.ModelAdmin):
+class TraderProfileAdmin(SearchByUserLogin, admin.ModelAdmin):
     list_display = ("user", "live_enabled", "live_enabled_at")
     list_filter = ("live_enabled",)
-    search_fields = ("user__username",)
     readonly_fields = ("live_enabled_at",)
 
     def save_model(self, request, obj, form, change):

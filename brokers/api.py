@@ -1,17 +1,31 @@
-"""The one DRF EXCEPTION_HANDLER: every API failure becomes {"code", "detail"[, "errors"]}."""
+"""The apps' API policy: the one exception handler and the base view policy every view of the apps uses.
+
+Every failure of the apps' routes becomes {"code", "detail"[, "errors"]}, whatever the host's
+REST_FRAMEWORK says: a host may run DRF with AllowAny, its own EXCEPTION_HANDLER,
+COERCE_DECIMAL_TO_STRING and a non-UTC TIME_ZONE, and the apps' routes still require a logged-in
+user, answer in the envelope, send amounts as JSON numbers and timestamps in UTC with a `Z`. The
+host's own views are untouched (nothing here is global).
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.http import Http404
+from django.utils import timezone
+from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from brokers.conf import conf
 from brokers.errors import DomainError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -19,7 +33,8 @@ logger = logging.getLogger(__name__)
 # The apps' routes take JSON bodies only. DRF's default parsers also take forms, and a form body
 # (curl without -H 'Content-Type: application/json') then reached the serializer as one odd field
 # name; with JSON only it is 415 UNSUPPORTED_MEDIA_TYPE naming the type to send. The browsable
-# API's raw-data form offers exactly these media types, so it keeps working.
+# API's raw-data form offers exactly these media types, so it keeps working; the token routes,
+# where the browsable API offers an HTML form, keep the form parsers (brokers/tokens.py).
 JSON_ONLY_PARSERS = [JSONParser]
 
 _DRF_CODES = {
@@ -116,3 +131,59 @@ def api_exception_handler(exc, context):
         return Response(error_body(code, str(detail)), status=exc.status_code, headers=headers)
 
     return None  # a bug: the middleware logs it and answers 500 INTERNAL_ERROR
+
+
+def authentication_classes() -> list[type]:
+    """EQUITY_ORDERS["AUTHENTICATION_CLASSES"] when set, else the host's DEFAULT_AUTHENTICATION_CLASSES."""
+    names = conf.AUTHENTICATION_CLASSES
+    if names is None:
+        return list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
+    return [import_string(name) if isinstance(name, str) else name for name in names]
+
+
+class AppViewPolicy:
+    """Mixed into every view of the apps, before DRF's view class: the apps' policy, not the host's.
+
+    Anonymous callers get 401 NOT_AUTHENTICATED whatever the order of the host's authentication
+    classes: DRF sends 401 only when the first class names a `WWW-Authenticate` scheme (JWT does,
+    sessions do not), so the header comes from the first class that has one; a session-only host
+    gets the 401 without the header. A POST under session authentication without the CSRF token is
+    403 PERMISSION_DENIED, in the envelope.
+    """
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    parser_classes = JSON_ONLY_PARSERS
+
+    def get_authenticators(self):
+        return [auth() for auth in authentication_classes()]
+
+    def get_authenticate_header(self, request):
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return header
+        return None
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+    def dispatch(self, request, *args, **kwargs):
+        # DRF renders datetimes in the current time zone; the wire is UTC with a Z whatever TIME_ZONE says.
+        with timezone.override(UTC):
+            return super().dispatch(request, *args, **kwargs)
+
+
+def document_paths_without_trailing_slash(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook (optional in a host): one operation per path, without the slash.
+
+    Every route of the apps answers with and without a trailing slash; with this hook the schema
+    lists each path once, as SPEC.md writes it. Other paths pass through unchanged but for the slash.
+    """
+    seen, kept = set(), []
+    for path_, path_regex, method, callback in endpoints:
+        path_ = path_.rstrip("/") or "/"
+        if (path_, method) not in seen:
+            seen.add((path_, method))
+            kept.append((path_, path_regex, method, callback))
+    return kept

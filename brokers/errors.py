@@ -110,6 +110,18 @@ class BrokerOutcomeUnknown(BrokerUnavailable):
     default_detail = "The broker's answer was lost; the order's outcome is unknown."
 
 
+class DuplicateClientId(BrokerOutcomeUnknown):
+    """The broker refused an order because our client id is already used, and does not show that order yet.
+
+    Internal: raised by an adapter's place_order (Upbit `duplicated_identifier`, Alpaca "client_order_id
+    must be unique"), never rendered as such. The id being taken proves an earlier send arrived (or was
+    consumed), so it is never a rejection: a rejection would invite a retry under a new id, a second
+    order. The service keeps the order pending, as for any unknown outcome.
+    """
+
+    default_detail = "The broker already has an order under this client id but does not show it yet."
+
+
 # 503
 class FeatureDisabled(DomainError):
     code, status_code, default_detail = "FEATURE_DISABLED", 503, "This feature is disabled."

@@ -1,4 +1,4 @@
-"""Credentials encrypted at rest with MultiFernet keys from BROKER_CREDENTIALS_KEYS.
+"""Credentials encrypted at rest with MultiFernet keys from EQUITY_ORDERS["CREDENTIALS_KEYS"].
 
 The first key encrypts; every key decrypts, so keys rotate by prepending a new one and running
 `manage.py rotate_credentials`. A value no key can decrypt raises instead of being returned as
@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from django.conf import settings
+from brokers.conf import conf
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
@@ -19,12 +19,15 @@ from django.db import models
 @lru_cache(maxsize=4)
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
-        raise ImproperlyConfigured("BROKER_CREDENTIALS_KEYS is empty.")
+        raise ImproperlyConfigured('EQUITY_ORDERS["CREDENTIALS_KEYS"] is empty.')
     return MultiFernet([Fernet(k.encode()) for k in keys])
 
 
 def fernet() -> MultiFernet:
-    return _fernet(tuple(settings.BROKER_CREDENTIALS_KEYS))
+    return _fernet(tuple(conf.CREDENTIALS_KEYS))
+
+
+_UNDECRYPTABLE = 'no key in EQUITY_ORDERS["CREDENTIALS_KEYS"] decrypts these credentials'
 
 
 class CredentialsUndecryptable(Exception):
@@ -39,7 +42,7 @@ def decrypt_json(token: str) -> dict:
     try:
         return json.loads(fernet().decrypt(token.encode()))
     except InvalidToken as exc:
-        raise CredentialsUndecryptable("no key in BROKER_CREDENTIALS_KEYS decrypts these credentials") from exc
+        raise CredentialsUndecryptable(_UNDECRYPTABLE) from exc
 
 
 def rotate_token(token: str) -> str | None:
@@ -48,12 +51,12 @@ def rotate_token(token: str) -> str | None:
     The plaintext never leaves this function. Raises CredentialsUndecryptable when no key reads it.
     """
     try:
-        Fernet(settings.BROKER_CREDENTIALS_KEYS[0].encode()).decrypt(token.encode())
+        Fernet(conf.CREDENTIALS_KEYS[0].encode()).decrypt(token.encode())
     except InvalidToken:
         try:
             return fernet().rotate(token.encode()).decode()
         except InvalidToken as exc:
-            raise CredentialsUndecryptable("no key in BROKER_CREDENTIALS_KEYS decrypts these credentials") from exc
+            raise CredentialsUndecryptable(_UNDECRYPTABLE) from exc
     return None
 
 

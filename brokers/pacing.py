@@ -34,10 +34,10 @@ import math
 import threading
 import time
 
-from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
+from brokers.conf import conf
 from brokers.errors import BrokerUnavailable, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Pacer:
 
     def _wait_turn(self, cache) -> float:
         now = _clock()
-        max_wait = float(settings.PACING_MAX_WAIT_SECONDS)
+        max_wait = float(conf.PACING_MAX_WAIT_SECONDS)
         earliest = now
         hold = cache.get(self._prefix + ":hold")
         if hold is not None:

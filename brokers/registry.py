@@ -6,6 +6,7 @@ client holds anyone's keys. Adding a broker = one adapter module + one line in A
 
 from __future__ import annotations
 
+from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
 from brokers.base import BrokerAdapter
@@ -31,6 +32,14 @@ def supported(exchange: str, asset_class: str, environment: str) -> bool:
     return (AssetClass(asset_class), Environment(environment)) in adapter_class(exchange).SUPPORTED
 
 
+def _connections_path() -> str:
+    """Where the connections route is mounted: the host chooses the prefix (the demo: /api/brokers/accounts)."""
+    try:
+        return reverse("broker-accounts-list")
+    except NoReverseMatch:  # a host that did not include brokers.urls
+        return "the broker connections route"
+
+
 def build_adapter(connection: BrokerAccount) -> BrokerAdapter:
     cls = adapter_class(connection.exchange)
     return cls(credentials=connection.credentials, asset_class=AssetClass(connection.asset_class),
@@ -45,7 +54,7 @@ class BotRegistry:
                                                   environment=environment).first()
         if connection is None:
             raise BrokerNotConfigured(f"No {environment} broker connection for {asset_class}; "
-                                      f"add one with POST /api/brokers/accounts.")
+                                      f"add one with POST {_connections_path()}.")
         return connection
 
     @classmethod

@@ -6,9 +6,11 @@ only our own faults (500, our database or cache unreachable) are ERROR. Django's
 lines (`django.request` for every 4xx and 5xx, `django.server` under runserver) would print each
 refusal a second time: the demo site's LOGGING keeps only their tracebacks (see `only_tracebacks`).
 
-The request id is the client's `X-Request-ID` when it is 1 to 64 printable ASCII characters, else a
-new one; it is set on the request (`request.request_id`) so the audit rows carry the same id, and
-echoed in the response's `X-Request-ID` header so a client can quote it.
+The request id is the server's own, made here for every request: it is set on the request
+(`request.request_id`) so the audit rows carry the same id, and sent in the response's
+`X-Request-ID` header so a client can quote it. A client's own `X-Request-ID` never replaces it
+(a client must not choose the id under which its requests are logged and audited); when it is 1 to
+64 of [A-Za-z0-9._:-] it is logged beside it as `client_request_id`, as the audit rows keep it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from django.utils.functional import empty
 
 logger = logging.getLogger("equity.requests")
 
-_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
+# As audit.services keeps a client's X-Request-ID: anything else is dropped.
+_CLIENT_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 # Refusals that are not the client's doing and that an operator may need to act on.
 _WARNING_CODES = {"RATE_LIMIT_EXCEEDED", "RATE_LIMIT_LIVE_DAILY", "FEATURE_DISABLED", "BROKER_UNAVAILABLE"}
@@ -39,9 +42,9 @@ def level_for(status: int, code: str | None) -> int:
     return logging.INFO
 
 
-def request_id_of(request) -> str:
+def client_request_id_of(request) -> str | None:
     given = request.META.get("HTTP_X_REQUEST_ID", "")
-    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    return given if _CLIENT_REQUEST_ID_RE.fullmatch(given) else None
 
 
 def _user_id(request):
@@ -79,19 +82,21 @@ class RequestLogMiddleware:
 
     def __call__(self, request):
         started = time.monotonic()
-        request.request_id = request_id_of(request)
+        request.request_id = uuid.uuid4().hex
         response = self.get_response(request)
         try:
             response.setdefault("X-Request-ID", request.request_id)
             status, code = response.status_code, _error_code(response)
             duration_ms = (time.monotonic() - started) * 1000
-            user_id = _user_id(request)
-            logger.log(level_for(status, code), "%s %s %s %.1fms user=%s request_id=%s%s", request.method,
+            user_id, client_request_id = _user_id(request), client_request_id_of(request)
+            logger.log(level_for(status, code), "%s %s %s %.1fms user=%s request_id=%s%s%s", request.method,
                        request.path, status, duration_ms, user_id if user_id is not None else "-",
-                       request.request_id, f" code={code}" if code else "",
+                       request.request_id, f" client_request_id={client_request_id}" if client_request_id else "",
+                       f" code={code}" if code else "",
                        extra={"method": request.method, "path": request.path, "status": status,
                               "duration_ms": round(duration_ms, 1), "user_id": user_id,
-                              "request_id": request.request_id, "code": code})
+                              "request_id": request.request_id, "client_request_id": client_request_id,
+                              "code": code})
         except Exception:  # a log line must never cost the client its answer
             logger.exception("request log line failed")
         return response

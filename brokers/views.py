@@ -5,19 +5,17 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from brokers import services
-from brokers.api import JSON_ONLY_PARSERS
 from brokers.reference import describe_status
 from brokers.models import BrokerAccount
-from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut
-from equity.serializers import ErrorResponse
+from brokers.api import AppViewPolicy
+from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut, ErrorResponse
 
 
 def _errors(*statuses):
     return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
-class BrokerAccountViewSet(viewsets.ViewSet):
-    parser_classes = JSON_ONLY_PARSERS
+class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):
     lookup_value_regex = r"[0-9]+"
 
     @extend_schema(operation_id="list_broker_accounts", responses={200: ConnectionList, **_errors(401, 503)})

@@ -104,7 +104,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "brokers.request_log.RequestLogMiddleware",  # first: one line per request, with the final status
-    "config.middleware.ApiErrorsAsJsonMiddleware",
+    "brokers.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -260,48 +260,58 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
-    "PREPROCESSING_HOOKS": ["config.urls.document_paths_without_trailing_slash"],
+    "PREPROCESSING_HOOKS": ["brokers.api.document_paths_without_trailing_slash"],
     # The apps' reference of codes, statuses and filters (brokers/reference.py) under the description.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "brokers.reference.add_reference_to_schema"],
     "ENUM_NAME_OVERRIDES": {},
 }
 
-# Brokers
-ALPACA_PAPER_URL = _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets")
-ALPACA_LIVE_URL = _env("ALPACA_LIVE_URL", "https://api.alpaca.markets")
-ALPACA_DATA_URL = _env("ALPACA_DATA_URL", "https://data.alpaca.markets")
-KIS_REAL_URL = _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443")
-KIS_MOCK_URL = _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443")
-UPBIT_URL = _env("UPBIT_URL", "https://api.upbit.com")
-BROKER_TIMEOUT_SECONDS = float(_env("BROKER_TIMEOUT_SECONDS", "10"))
-# After a lost reply, how long to wait before a second lookup may call an order absent.
-BROKER_LOOKUP_RECHECK_SECONDS = float(_env("BROKER_LOOKUP_RECHECK_SECONDS", "1"))
-# Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
-KIS_MOCK_REQUESTS_PER_SECOND = float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2"))  # 모의투자 server
-KIS_REAL_REQUESTS_PER_SECOND = float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20"))  # 실전투자 server
-UPBIT_ORDER_REQUESTS_PER_SECOND = float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12"))  # group=order
-UPBIT_PRIVATE_REQUESTS_PER_SECOND = float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30"))  # group=default
-# How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
-PACING_MAX_WAIT_SECONDS = float(_env("PACING_MAX_WAIT_SECONDS", "5"))
-# Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
-KIS_PAGING_RESTARTS = int(_env("KIS_PAGING_RESTARTS", "3"))
-
-# Gates
-RATE_LIMIT_ORDERS = _env("RATE_LIMIT_ORDERS", "30/m")
-RATE_LIMIT_LIVE_DAILY = _int("RATE_LIMIT_LIVE_DAILY", 200)
-
-# RiskManager v2 defaults (fractions, not percents)
-RISK_MAX_TRADE_RISK_PCT = _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02")
-RISK_UNPROTECTED_LOSS_PCT = _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10")
-RISK_DAILY_LOSS_LIMIT_PCT = _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05")
-
-# Simulator
-SIM_STARTING_CASH_USD = _decimal("SIM_STARTING_CASH_USD", "100000")
-SIM_STARTING_CASH_KRW = _decimal("SIM_STARTING_CASH_KRW", "100000000")
-
-EQUITY_ALERT_WEBHOOK_URL = _env("EQUITY_ALERT_WEBHOOK_URL")
-EQUITY_ALERT_TIMEOUT_SECONDS = float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3"))
+# The apps' settings (brokers/conf.py has every key and its default; the README's table lists
+# them). The environment variable names are the README's, unchanged.
+EQUITY_ORDERS = {
+    "CREDENTIALS_KEYS": BROKER_CREDENTIALS_KEYS,
+    "ALPACA_PAPER_URL": _env("ALPACA_PAPER_URL", "https://paper-api.alpaca.markets"),
+    "ALPACA_LIVE_URL": _env("ALPACA_LIVE_URL", "https://api.alpaca.markets"),
+    "ALPACA_DATA_URL": _env("ALPACA_DATA_URL", "https://data.alpaca.markets"),
+    "KIS_REAL_URL": _env("KIS_REAL_URL", "https://openapi.koreainvestment.com:9443"),
+    "KIS_MOCK_URL": _env("KIS_MOCK_URL", "https://openapivts.koreainvestment.com:29443"),
+    "UPBIT_URL": _env("UPBIT_URL", "https://api.upbit.com"),
+    "BROKER_TIMEOUT_SECONDS": float(_env("BROKER_TIMEOUT_SECONDS", "10")),
+    # A broker with client ids: how long after the last send a lookup that still finds nothing proves
+    # the order absent (reconcile_orders then rejects it). A lookup may lag; this is far beyond it.
+    "BROKER_ABSENT_AFTER_SECONDS": float(_env("BROKER_ABSENT_AFTER_SECONDS", "600")),
+    # Request pacing per broker key, shared by the workers through the cache (brokers/pacing.py).
+    "KIS_MOCK_REQUESTS_PER_SECOND": float(_env("KIS_MOCK_REQUESTS_PER_SECOND", "2")),  # 모의투자 server
+    "KIS_REAL_REQUESTS_PER_SECOND": float(_env("KIS_REAL_REQUESTS_PER_SECOND", "20")),  # 실전투자 server
+    "UPBIT_ORDER_REQUESTS_PER_SECOND": float(_env("UPBIT_ORDER_REQUESTS_PER_SECOND", "12")),  # group=order
+    "UPBIT_PRIVATE_REQUESTS_PER_SECOND": float(_env("UPBIT_PRIVATE_REQUESTS_PER_SECOND", "30")),  # group=default
+    # How long a request may wait for its turn before it is refused (BrokerUnavailable, nothing sent).
+    "PACING_MAX_WAIT_SECONDS": float(_env("PACING_MAX_WAIT_SECONDS", "5")),
+    # Bounded restarts of a KIS inquiry whose pages changed while it was read (조회이후에 자료가 변경되었습니다).
+    "KIS_PAGING_RESTARTS": _int("KIS_PAGING_RESTARTS", 3),
+    # Audit: the client address of each audit row (audit.services.client_ip_of). Default: the peer
+    # (REMOTE_ADDR), and X-Forwarded-For is ignored, since a client can write anything there. Behind
+    # proxies that append to X-Forwarded-For, set how many there are (TRUSTED_PROXY_COUNT) and/or
+    # their addresses or networks (TRUSTED_PROXIES, comma-separated, e.g. "10.0.0.0/8,192.0.2.7"):
+    # the client is then the right-most X-Forwarded-For hop that is not one of them.
+    "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
+    "TRUSTED_PROXIES": [p.strip() for p in (_env("TRUSTED_PROXIES") or "").split(",") if p.strip()],
+    # Gates
+    "RATE_LIMIT_ORDERS": _env("RATE_LIMIT_ORDERS", "30/m"),
+    "RATE_LIMIT_LIVE_DAILY": _int("RATE_LIMIT_LIVE_DAILY", 200),
+    # RiskManager v2 defaults (fractions, not percents)
+    "RISK_MAX_TRADE_RISK_PCT": _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02"),
+    "RISK_UNPROTECTED_LOSS_PCT": _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10"),
+    "RISK_DAILY_LOSS_LIMIT_PCT": _decimal("RISK_DAILY_LOSS_LIMIT_PCT", "0.05"),
+    # Simulator
+    "SIM_STARTING_CASH_USD": _decimal("SIM_STARTING_CASH_USD", "100000"),
+    "SIM_STARTING_CASH_KRW": _decimal("SIM_STARTING_CASH_KRW", "100000000"),
+    "EQUITY_ALERT_WEBHOOK_URL": _env("EQUITY_ALERT_WEBHOOK_URL"),
+    "EQUITY_ALERT_TIMEOUT_SECONDS": float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3")),
+    # The standalone site answers every /api/ error in JSON (brokers.middleware, optional in a host).
+    "JSON_ERRORS_PATH_PREFIXES": ["/api/"],
+}
 
 LOGGING = {
     "version": 1,
@@ -321,6 +331,3 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
-# The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %).
-RISK_MIN_TRADE_RISK_PCT = Decimal("0.01")
-RISK_MAX_TRADE_RISK_CAP = Decimal("0.02")

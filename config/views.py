@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from brokers.management.commands.seed_demo import ADMIN_USERNAME, DEMO_PASSWORD, DEMO_USERNAME
+from brokers.management.commands.seed_demo import DEMO_PASSWORD, demo_logins
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Equity Orders</title>
@@ -20,7 +20,7 @@ code,pre{{background:#f3f3f3;padding:.1rem .3rem}}pre{{padding:.6rem;overflow-x:
 {logins}
 <h2>First request</h2>
 <pre>curl -s -X POST {origin}{token} -H 'Content-Type: application/json' \\
-  -d '{{"username": "{demo}", "password": "…"}}'</pre>
+  -d '{{"{login_field}": "{demo}", "password": "…"}}'</pre>
 <p>Every error code, order status and field: <code>docs/reference.md</code> in the repository, and the
 descriptions in the API docs.</p>
 </body></html>"""
@@ -34,13 +34,14 @@ def home(request):
         (reverse("token_obtain_pair"), f"POST {reverse('token_obtain_pair')}", "a token pair (username, password)"),
         (reverse("token_refresh"), f"POST {reverse('token_refresh')}", "a new access token (refresh)"),
     ])
+    User = get_user_model()
+    demo, operator = demo_logins(User)
     logins = ""
-    if settings.DEBUG and get_user_model().objects.filter(username=DEMO_USERNAME).exists():
+    if settings.DEBUG and User.objects.filter(**{User.USERNAME_FIELD: demo}).exists():
         # Development only: the demo accounts that `make run` seeds (manage.py seed_demo).
         logins = format_html("<h2>Demo logins</h2><p>Trader <code>{}</code> / <code>{}</code> (simulator "
                              "connections for us_equity, kr_equity and crypto); operator <code>{}</code> / "
-                             "<code>{}</code> for admin.</p>", DEMO_USERNAME, DEMO_PASSWORD, ADMIN_USERNAME,
-                             DEMO_PASSWORD)
+                             "<code>{}</code> for admin.</p>", demo, DEMO_PASSWORD, operator, DEMO_PASSWORD)
     page = format_html(_PAGE, links=links, logins=logins, origin=request.build_absolute_uri("/").rstrip("/"),
-                       token=reverse("token_obtain_pair"), demo=DEMO_USERNAME)
+                       token=reverse("token_obtain_pair"), demo=demo, login_field=User.USERNAME_FIELD)
     return HttpResponse(page)

@@ -10,7 +10,7 @@ import logging
 import threading
 
 import requests
-from django.conf import settings
+from brokers.conf import conf
 from django.core.mail import mail_admins
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ def alert_body(order) -> dict:
     submitted = order.submitted_at
     return {
         "event": "first_live_order",
-        "user_id": int(order.user_id),
+        # An integer for the usual integer key; a host whose user model has a UUID key gets its string.
+        "user_id": order.user_id if isinstance(order.user_id, int) else str(order.user_id),
         "username": order.user.get_username(),
         "order_id": order.client_order_id,
         "broker_order_id": order.broker_order_id,
@@ -44,11 +45,11 @@ def deliver_first_live_alert(body: dict) -> None:
                     "\n".join(f"{k}: {v}" for k, v in body.items()), fail_silently=False)
     except Exception as exc:
         logger.warning("first-live-order mail failed: %s", exc.__class__.__name__)
-    url = settings.EQUITY_ALERT_WEBHOOK_URL
+    url = conf.EQUITY_ALERT_WEBHOOK_URL
     if not url:
         return
     try:
-        reply = requests.post(url, json=body, timeout=settings.EQUITY_ALERT_TIMEOUT_SECONDS)
+        reply = requests.post(url, json=body, timeout=conf.EQUITY_ALERT_TIMEOUT_SECONDS)
         if reply.status_code >= 300:
             logger.warning("first-live-order webhook answered %s", reply.status_code)
     except Exception as exc:  # whatever happens, the alert never escapes its thread

@@ -12,6 +12,7 @@ from django_ratelimit.core import get_usage
 from waffle import flag_is_active
 from waffle.models import Flag
 
+from brokers.conf import conf
 from brokers.models import TraderProfile
 from brokers.errors import (FeatureDisabled, LiveDailyLimitExceeded, LiveNotEnabled, RateLimitExceeded,
                                ServiceUnavailable)
@@ -65,7 +66,7 @@ def check_rate(*, user, live: bool, http_request: HttpRequest | None = None) -> 
     unavailable = ServiceUnavailable("Rate limiting is unavailable; no order was sent. Retry shortly.")
     try:
         usage = get_usage(_request_for(user, http_request), group=RATE_GROUP, key=lambda group, request: str(user.pk),
-                          rate=settings.RATE_LIMIT_ORDERS, increment=True)
+                          rate=conf.RATE_LIMIT_ORDERS, increment=True)
     except Exception as exc:
         logger.warning("rate-limit cache unavailable: %s", exc.__class__.__name__)
         raise unavailable from exc
@@ -73,7 +74,7 @@ def check_rate(*, user, live: bool, http_request: HttpRequest | None = None) -> 
         if usage["time_left"] < 0:  # django-ratelimit's sign that the cache failed (fail closed)
             raise unavailable
         retry = max(1, usage["time_left"])
-        raise RateLimitExceeded(f"More than {settings.RATE_LIMIT_ORDERS} order requests; retry in {retry} s.",
+        raise RateLimitExceeded(f"More than {conf.RATE_LIMIT_ORDERS} order requests; retry in {retry} s.",
                                 headers={"Retry-After": str(retry)})
     if live:
         _count_live_today(user)
@@ -82,16 +83,16 @@ def check_rate(*, user, live: bool, http_request: HttpRequest | None = None) -> 
 def _count_live_today(user) -> None:
     now = datetime.now(UTC)
     key = f"equity:live-daily:{user.pk}:{now:%Y-%m-%d}"
-    cache = caches[settings.RATELIMIT_USE_CACHE]
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]  # django-ratelimit's own setting, its default
     try:
         cache.add(key, 0, timeout=2 * 24 * 3600)
         count = cache.incr(key)
     except Exception as exc:
         logger.warning("live daily counter unavailable: %s", exc.__class__.__name__)
         raise ServiceUnavailable("Rate limiting is unavailable; no order was sent. Retry shortly.") from exc
-    if count > settings.RATE_LIMIT_LIVE_DAILY:
+    if count > conf.RATE_LIMIT_LIVE_DAILY:
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         retry = max(1, int((midnight - now).total_seconds()))
         raise LiveDailyLimitExceeded(
-            f"The daily cap of {settings.RATE_LIMIT_LIVE_DAILY} live orders is reached; it resets at 00:00 UTC.",
+            f"The daily cap of {conf.RATE_LIMIT_LIVE_DAILY} live orders is reached; it resets at 00:00 UTC.",
             headers={"Retry-After": str(retry)})

@@ -5,15 +5,20 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from brokers.reference import LIST_FILTERS, ORDER_STATUSES, codes_by_status
+from brokers.amounts import NOT_AN_AMOUNT, is_amount
+from brokers.serializers import ErrorResponse  # noqa: F401 - the envelope, shared by every app's views
+from brokers.serializers import NamedChoiceField
+from brokers.reference import LIST_FILTERS, ORDER_STATUSES
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
 STATUS_FILTERS = tuple(name for name, _ in LIST_FILTERS)
-_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]+$")
+# Used with fullmatch: `$` would also accept a trailing newline.
+_KEY_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 MAX_AMOUNT = Decimal(10) ** 12  # exclusive
@@ -29,9 +34,14 @@ class PositiveAmount(serializers.DecimalField):
     The bound keeps every product the service computes (notional, risk = qty x price distance) under
     10^24, which a 28-digit Decimal holds to the cent. The "> 0" check runs in the serializer's
     validate(), so that every field's error is named at once.
+
+    Strict about its input: a JSON number, or a string in plain ASCII decimal notation (as Alpaca's
+    clients send amounts), `^[0-9]+(\\.[0-9]+)?$` (brokers.amounts). Python's Decimal() would read
+    "١" (Arabic-Indic), "１" (full-width), " 1 ", "+1" or "1e3"; none of them is an amount here.
     """
 
     default_error_messages = {
+        "not_an_amount": NOT_AN_AMOUNT,
         "amount_max": f"Must be less than {MAX_AMOUNT} (10^12), the largest price or quantity accepted.",
         "amount_step": f"Must be a multiple of {AMOUNT_STEP:f} (at most 10 decimal places), the smallest step "
                        "accepted.",
@@ -51,6 +61,33 @@ class PositiveAmount(serializers.DecimalField):
         if value.as_tuple().exponent < -10 and value != value.quantize(AMOUNT_STEP):
             self.fail("amount_step")
         return value
+
+    def to_internal_value(self, data):
+        if not is_amount(data):
+            self.fail("not_an_amount")
+        return super().to_internal_value(data)
+
+
+class ClientOrderId(serializers.CharField):
+    """The idempotency key exactly as sent: a JSON string of 1 to 64 of [A-Za-z0-9-_.:]. No trimming
+    (" a " is not "a") and no coercion (the number 5 is not the key "5")."""
+
+    default_error_messages = {
+        "not_a_string": "Must be a JSON string.",
+        "not_a_key": "Use 1 to 64 letters, digits or -_.: characters.",
+    }
+
+    def __init__(self, **kwargs):
+        # The validator is there for the schema's "pattern"; to_internal_value has already decided.
+        super().__init__(max_length=64, min_length=1, trim_whitespace=False,
+                         validators=[RegexValidator(r"^[A-Za-z0-9._:-]+$")], **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        if not _KEY_RE.fullmatch(data):
+            self.fail("not_a_key")
+        return data
 
 
 def _money(**kwargs):
@@ -106,22 +143,23 @@ class BracketSpec(StrictSerializer):
 class PlaceOrderRequest(StrictSerializer):
     """An order for your own broker account of the asset class; unknown fields are refused."""
 
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(min_length=1, max_length=32, trim_whitespace=True,
                                    help_text="The broker-native symbol: AAPL, 005930, BTC/USD, KRW-BTC.")
-    side = serializers.ChoiceField(choices=[s.value for s in Side])
+    side = NamedChoiceField(choices=[s.value for s in Side], enum_name="OrderSideEnum")
     qty = _money(help_text="Greater than 0; fractional where the broker allows it.")
-    order_type = serializers.ChoiceField(choices=[t.value for t in OrderType])
+    order_type = NamedChoiceField(choices=[t.value for t in OrderType], enum_name="OrderTypeEnum")
     limit_price = _money(required=False, allow_null=True, default=None,
                          help_text="Required for limit and stop_limit; refused for market and stop.")
     stop_price = _money(required=False, allow_null=True, default=None,
                         help_text="Required for stop and stop_limit; refused for market and limit.")
     bracket = BracketSpec(required=False, allow_null=True, default=None)
-    client_order_id = serializers.CharField(
-        required=False, allow_null=True, default=None, max_length=64,
+    client_order_id = ClientOrderId(
+        required=False, allow_null=True, default=None,
         help_text="Idempotency key, unique per user (letters, digits, `-_.:`). Default: a UUID4 hex.")
-    time_in_force = serializers.ChoiceField(
-        choices=[t.value for t in TimeInForce], required=False, allow_null=True, default=None,
+    time_in_force = NamedChoiceField(
+        choices=[t.value for t in TimeInForce], enum_name="TimeInForceEnum",
+        required=False, allow_null=True, default=None,
         help_text="Default: day for us_equity and kr_equity, gtc for crypto.")
     report_uuid = serializers.UUIDField(required=False, allow_null=True, default=None)
     # No serializer default: with one, the shared schema component would list it as required, and
@@ -131,11 +169,6 @@ class PlaceOrderRequest(StrictSerializer):
     def validate_symbol(self, value: str) -> str:
         if not value:
             raise serializers.ValidationError("This field may not be blank.")
-        return value
-
-    def validate_client_order_id(self, value: str | None) -> str | None:
-        if value is not None and (not value or not _KEY_RE.match(value)):
-            raise serializers.ValidationError("Use 1 to 64 letters, digits or -_.: characters.")
         return value
 
     def validate(self, attrs):
@@ -180,21 +213,21 @@ class PlaceOrderRequest(StrictSerializer):
 
 
 class OrderQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     symbol = serializers.CharField(required=False, max_length=32)
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
 class OrderListQuery(OrderQuery):
-    status = serializers.ChoiceField(choices=STATUS_FILTERS, required=False,
-                                     help_text="; ".join(f"`{name}` = {statuses}" for name, statuses in LIST_FILTERS)
-                                     + ". Omitted: every status.")
+    status = NamedChoiceField(choices=STATUS_FILTERS, required=False, enum_name="OrderStatusFilterEnum",
+                              help_text="; ".join(f"`{name}` = {statuses}" for name, statuses in LIST_FILTERS)
+                              + ". Omitted: every status.")
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
     size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
 
 class SnapshotQuery(serializers.Serializer):
-    asset_class = serializers.ChoiceField(choices=[a.value for a in AssetClass])
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum")
     live_mode = serializers.BooleanField(required=False, default=False)
 
 
@@ -232,9 +265,8 @@ class OrderResponse(serializers.Serializer):
     order_type = serializers.CharField()
     limit_price = _number(allow_null=True)
     stop_price = _number(allow_null=True)
-    status = serializers.ChoiceField(choices=[name for name, _ in ORDER_STATUSES],
-                                     help_text="; ".join(f"`{name}`: {meaning}" for name, meaning in ORDER_STATUSES)
-                                     + ".")
+    status = NamedChoiceField(enum_name="OrderStatusEnum", choices=[name for name, _ in ORDER_STATUSES],
+                              help_text="; ".join(f"`{name}`: {meaning}" for name, meaning in ORDER_STATUSES) + ".")
     currency = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
@@ -277,7 +309,7 @@ class PositionOut(serializers.Serializer):
     unrealized_pnl = _number()
     unrealized_pnl_pct = _number(help_text="A fraction: 0.0154 is 1.54 %.")
     currency = serializers.CharField()
-    side = serializers.ChoiceField(choices=["LONG", "SHORT"])
+    side = NamedChoiceField(choices=["LONG", "SHORT"], enum_name="PositionSideEnum")
     metadata = serializers.DictField()
 
     class Meta:
@@ -300,15 +332,3 @@ class AccountResponse(serializers.Serializer):
     currency = serializers.CharField()
     as_of = serializers.DateTimeField()
     metadata = serializers.DictField()
-
-
-@extend_schema_serializer(component_name="Error")
-class ErrorResponse(serializers.Serializer):
-    """Every error: a stable code, a sentence for people, and for validation errors each field's messages."""
-
-    code = serializers.CharField(help_text="By HTTP status (the API's description explains each): "
-                                           + codes_by_status() + ".")
-    detail = serializers.CharField(help_text="A sentence saying what happened and, where it helps, what to do.")
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
-                                   help_text="VALIDATION_ERROR only: {field: [messages]}; nested fields as "
-                                             "`bracket.stop_loss`.")

@@ -3,6 +3,12 @@
 A placement is "check, then send": the gates run top to bottom in place_order; the idempotency
 row is committed before the broker is called, and no transaction is held open across a broker
 call (commit in-flight row, call, commit outcome + audit row).
+
+Never a second broker order (SPEC.md "When the broker fails during a placement"): an attempt gets
+a new broker client id only when the previous one was refused for certain (before sending, by the
+broker, or never sent). After a lost answer a lookup that finds nothing proves nothing; for a
+broker with client ids the proof is a re-send under the same client id, which the broker refuses
+as a duplicate if the first one arrived. Whatever stays undecided is `pending` (202).
 """
 
 from __future__ import annotations
@@ -10,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
+from brokers.conf import conf
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -206,7 +211,9 @@ def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
     if claim.replay:
         return _replay(order, meta)
 
-    order.broker_client_id = uuid.uuid4().hex  # a new one per attempt: Upbit never accepts one twice
+    # A new one per attempt: only a refused attempt (nothing placed for certain) starts a new one, and
+    # Upbit never accepts an identifier twice, even one whose order failed.
+    order.broker_client_id = uuid.uuid4().hex
     try:
         checked = check_placement(user=user, order=order, live=live, meta=meta)  # gates 1 to 4
     except DomainError as err:
@@ -225,23 +232,9 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
     except BrokerOutcomeUnknown as lost:
         logger.warning("placement outcome unknown; looking the order up",
                        extra={"client_order_id": order.client_order_id, "exchange": order.exchange})
-        try:
-            result = adapter.find_order(request, submitted_at=order.attempt_started_at)
-            if result is None:
-                # A broker may take a moment to show an order it has just accepted: look once more
-                # before calling it absent, since "absent" lets a retry place a new order.
-                time.sleep(settings.BROKER_LOOKUP_RECHECK_SECONDS)
-                result = adapter.find_order(request, submitted_at=order.attempt_started_at)
-        except DomainError:
+        result = _find_or_resend(order, adapter, request)
+        if result is None:
             return _keep_pending(order, meta, lost)
-        if result is not None and result.broker_client_id != request.broker_client_id:
-            # Matched by its fields, not found by our client id (KIS has none): no proof at once that
-            # it is this attempt's order. It stays pending until a later lookup or reconcile_orders.
-            return _keep_pending(order, meta, lost)
-        if result is None:  # proven absent: nothing was placed
-            err = BrokerUnavailable("The broker did not answer and the order was not placed; retry.")
-            _fail(order, err, meta)
-            raise err from lost
     except CredentialsRefused as err:
         _mark_invalid(order.connection)
         _fail(order, err, meta)
@@ -250,6 +243,36 @@ def _send(order: Order, adapter: BrokerAdapter, request: OrderRequest, meta: Req
         _fail(order, err, meta)
         raise
     return _placed(order, result, meta)
+
+
+def _find_or_resend(order: Order, adapter: BrokerAdapter, request: OrderRequest) -> BrokerOrder | None:
+    """The one broker order of an attempt whose outcome is unknown, or None while it stays undecided.
+
+    Found by our client id -> it. Not found, and the broker enforces client ids -> the same request
+    again, under the same broker_client_id: accepted means the first never arrived and this is the
+    only order; a duplicate refusal makes the adapter look it up (found -> it, else
+    DuplicateClientId). Any other outcome of the re-send (lost again, unavailable, refused for
+    another reason such as funds, which the first order may be holding) decides nothing. Never a
+    new client id here, so never a second order.
+    """
+    try:
+        found = adapter.find_order(request, submitted_at=order.attempt_started_at)
+    except DomainError:
+        return None  # the lookup itself failed: nothing can be decided now
+    if found is not None:
+        if found.broker_client_id != request.broker_client_id:
+            # Matched by its fields, not found by our client id (KIS has none): no proof at once that
+            # it is this attempt's order. It stays pending until a later lookup or reconcile_orders.
+            return None
+        return found
+    if not adapter.client_ids:
+        return None  # not shown now proves nothing, and without a client id a re-send could double it
+    logger.info("order not shown after a lost answer; re-sending it under the same client id",
+                extra={"client_order_id": order.client_order_id, "exchange": order.exchange})
+    try:
+        return adapter.place_order(request)
+    except DomainError:
+        return None
 
 
 def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
@@ -315,15 +338,83 @@ def _reply(result: BrokerOrder) -> dict:
 
 def _replay(order: Order, meta: RequestMeta) -> Placed:
     if order.status == OrderStatus.PENDING and not order.broker_order_id:
-        resolve_pending(order, meta=meta)
+        if _retry_pending(order, meta):
+            return Placed(order, 201)  # the re-send placed it: this request created the one order
     return Placed(order, 200, {"Idempotent-Replayed": "true"})
 
 
 # --- Pending orders -----------------------------------------------------------------------------
 
+def _retry_pending(order: Order, meta: RequestMeta) -> bool:
+    """A retry with the same key of a pending order: look it up once more and, for a broker with
+    client ids, re-send it under the same client id. True when the re-send resolved it."""
+    if order.connection_id is None:
+        return False
+    try:
+        adapter = build_adapter(order.connection)
+        request = to_broker_request(order)
+        found = adapter.find_order(request, submitted_at=order.attempt_started_at)
+    except DomainError:
+        return False
+    if found is not None:
+        _resolve(order, found, meta)
+        return False  # it was there already: a replay
+    if not adapter.client_ids:
+        return False
+    try:
+        # Live trading switched off since the first send: no new order goes out, not even this re-send.
+        check_flags(user=order.user, live=order.live, http_request=meta.http_request)
+    except DomainError:
+        return False
+    # The settling time (reconcile_orders) counts from the last send: note this one first, and only
+    # while the order is still pending (reconcile may have settled it since the lookup).
+    sent_at = timezone.now()
+    if not Order.objects.filter(pk=order.pk, status=OrderStatus.PENDING, broker_order_id=None).update(
+            attempt_started_at=sent_at):
+        order.refresh_from_db()
+        return False
+    order.attempt_started_at = sent_at
+    try:
+        placed = adapter.place_order(request)  # the same broker_client_id: never a second order
+    except DomainError:
+        return False
+    return _resolve(order, placed, meta, resent=True)
+
+
+def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, *, resent: bool = False) -> bool:
+    """Record what settled a pending order (the broker's order, or None: absent), once, audited.
+
+    Absent only when the order was not sent again after the lookup that settled it (a retry's
+    re-send moves attempt_started_at first). False when something else settled it first (another
+    request, another reconcile process), or a re-send since makes "absent" premature.
+    """
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().get(pk=order.pk)
+        if (locked.status != OrderStatus.PENDING or locked.broker_order_id
+                or (found is None and locked.attempt_started_at != order.attempt_started_at)):
+            order.refresh_from_db()
+            return False
+        if found is None:
+            locked.status = OrderStatus.REJECTED
+            locked.updated_at = timezone.now()
+            reply = {"found": False}
+        else:
+            apply_broker_state(locked, found)
+            reply = {**_reply(found), "resent": True} if resent else _reply(found)
+        locked.save()
+        record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta, broker_reply=reply,
+                           **_audit_fields(locked))
+    order.refresh_from_db()
+    return True
+
+
 def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: BrokerAdapter | None = None,
                     give_up_absent: bool = True) -> bool:
-    """One more lookup of an order whose placement outcome is unknown. True when it was resolved."""
+    """One more lookup of an order whose placement outcome is unknown (never a re-send). True when resolved.
+
+    Found -> its state. Not found -> it stays pending, unless give_up_absent and the adapter says its
+    records have settled (absence_settled, counted from the last send): then it is absent (rejected).
+    """
     if order.connection_id is None:
         return False
     try:
@@ -331,23 +422,13 @@ def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: B
         found = adapter.find_order(to_broker_request(order), submitted_at=order.attempt_started_at)
     except DomainError:
         return False
-    with transaction.atomic():
-        locked = Order.objects.select_for_update().get(pk=order.pk)
-        if locked.status != OrderStatus.PENDING or locked.broker_order_id:
-            order.refresh_from_db()
-            return True
-        if found is None:
-            if not give_up_absent:
-                return False
-            locked.status = OrderStatus.REJECTED
-            locked.updated_at = timezone.now()
-        else:
-            apply_broker_state(locked, found)
-        locked.save()
-        record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta,
-                           broker_reply=_reply(found) if found else {"found": False}, **_audit_fields(locked))
+    if found is None:
+        if not give_up_absent or not adapter.absence_settled(submitted_at=order.attempt_started_at,
+                                                             now=timezone.now()):
+            return False
+    _resolve(order, found, meta)
     order.refresh_from_db()
-    return True
+    return order.status != OrderStatus.PENDING or bool(order.broker_order_id)
 
 
 # --- Cancel -------------------------------------------------------------------------------------

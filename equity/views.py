@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.services import RequestMeta
-from brokers.api import JSON_ONLY_PARSERS
+from brokers.api import AppViewPolicy
 from brokers.reference import describe_status
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
@@ -58,8 +58,7 @@ def _order_ref(value: str) -> str:
     return value
 
 
-class OrderViewSet(viewsets.ViewSet):
-    parser_classes = JSON_ONLY_PARSERS
+class OrderViewSet(AppViewPolicy, viewsets.ViewSet):
     lookup_field = "broker_order_id"
     lookup_value_regex = r"[^/]+"
 
@@ -100,9 +99,7 @@ class OrderViewSet(viewsets.ViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SnapshotViewSet(viewsets.ViewSet):
-    parser_classes = JSON_ONLY_PARSERS
-
+class SnapshotViewSet(AppViewPolicy, viewsets.ViewSet):
     @extend_schema(operation_id="list_positions", parameters=[SnapshotQuery],
                    responses={200: PositionListResponse, **errors(400, 401, 403, 502, 503)})
     @action(detail=False, methods=["get"])

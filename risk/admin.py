@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 
-from risk.models import DailyBaseline, RiskProfile
+from brokers.admin import SearchByUserLogin
+from brokers.conf import conf
+
+from risk.models import MAX_TRADE_RISK_CAP, MIN_TRADE_RISK_PCT, DailyBaseline, RiskProfile
 from risk.rules import pct
 
 # field -> (what it means, the settings default it falls back to)
@@ -21,15 +23,14 @@ _HELP = {
 def help_text_for(field_name: str) -> str:
     """The field's meaning plus its current default, read from settings when the form is built."""
     meaning, setting = _HELP[field_name]
-    default = getattr(settings, setting)
-    meaning = meaning.format(low=settings.RISK_MIN_TRADE_RISK_PCT, high=settings.RISK_MAX_TRADE_RISK_CAP)
-    return f"{meaning} Blank = the default, {default} ({pct(default)} %, setting {setting})."
+    default = getattr(conf, setting)
+    meaning = meaning.format(low=MIN_TRADE_RISK_PCT, high=MAX_TRADE_RISK_CAP)
+    return f"{meaning} Blank = the default, {default} ({pct(default)} %, EQUITY_ORDERS['{setting}'])."
 
 
 @admin.register(RiskProfile)
-class RiskProfileAdmin(admin.ModelAdmin):
+class RiskProfileAdmin(SearchByUserLogin, admin.ModelAdmin):
     list_display = ("user", "max_trade_risk_pct", "unprotected_loss_pct", "daily_loss_limit_pct")
-    search_fields = ("user__username", "user__email")
     raw_id_fields = ("user",)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):

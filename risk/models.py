@@ -10,6 +10,10 @@ from django.db import models
 
 PCT = {"max_digits": 6, "decimal_places": 4}
 SMALLEST_PCT = Decimal("0.0001")  # 0.01 %: a zero limit would refuse (or ignore) every order
+# The range an operator may give a user's per-trade risk (SPEC.md: 1 % to 2 %). Constants, not
+# settings: they are a database constraint, and a host's value must not change the migrations.
+MIN_TRADE_RISK_PCT = Decimal("0.01")
+MAX_TRADE_RISK_CAP = Decimal("0.02")
 
 
 class RiskProfile(models.Model):
@@ -21,8 +25,8 @@ class RiskProfile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="risk_profile")
     max_trade_risk_pct = models.DecimalField(
         **PCT, null=True, blank=True,
-        validators=[MinValueValidator(settings.RISK_MIN_TRADE_RISK_PCT),
-                    MaxValueValidator(settings.RISK_MAX_TRADE_RISK_CAP)],
+        validators=[MinValueValidator(MIN_TRADE_RISK_PCT),
+                    MaxValueValidator(MAX_TRADE_RISK_CAP)],
         help_text="Fraction of equity one trade may risk: 0.01 to 0.02. Blank: the default.")
     unprotected_loss_pct = models.DecimalField(
         **PCT, null=True, blank=True, validators=[MinValueValidator(SMALLEST_PCT), MaxValueValidator(1)],
@@ -35,8 +39,8 @@ class RiskProfile(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(max_trade_risk_pct__isnull=True)
-                | models.Q(max_trade_risk_pct__gte=settings.RISK_MIN_TRADE_RISK_PCT,
-                           max_trade_risk_pct__lte=settings.RISK_MAX_TRADE_RISK_CAP),
+                | models.Q(max_trade_risk_pct__gte=MIN_TRADE_RISK_PCT,
+                           max_trade_risk_pct__lte=MAX_TRADE_RISK_CAP),
                 name="risk_profile_trade_risk_in_range"),
             models.CheckConstraint(
                 condition=models.Q(unprotected_loss_pct__isnull=True)

@@ -6,7 +6,7 @@ what-if can show every rule's numbers; the manager raises the first one. Errors 
 denials (the broker failing, the calendar out of range) propagate unchanged.
 
 Rules judge snapshots (account, positions, latest price) that RiskContext fetches from the
-adapter lazily, at most once per evaluation. Imports: brokers.types and config only (STYLE 19),
+adapter lazily, at most once per evaluation. Imports: the brokers app (types, errors, conf, calendars) only (STYLE 19),
 plus this app's own models.
 
 Conventions of `numbers`: money and quantities are Decimal; keys ending in `_pct` are percents
@@ -22,7 +22,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from django.conf import settings
+from brokers.conf import conf
 
 from brokers.types import Account, OrderRequest, Position, Side
 from brokers import calendars
@@ -58,9 +58,9 @@ class RiskLimits:
 
     @classmethod
     def defaults(cls) -> RiskLimits:
-        return cls(max_trade_risk_pct=settings.RISK_MAX_TRADE_RISK_PCT,
-                   unprotected_loss_pct=settings.RISK_UNPROTECTED_LOSS_PCT,
-                   daily_loss_limit_pct=settings.RISK_DAILY_LOSS_LIMIT_PCT)
+        return cls(max_trade_risk_pct=conf.RISK_MAX_TRADE_RISK_PCT,
+                   unprotected_loss_pct=conf.RISK_UNPROTECTED_LOSS_PCT,
+                   daily_loss_limit_pct=conf.RISK_DAILY_LOSS_LIMIT_PCT)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,38 @@ import socket
 
 import pytest
 
+# The host project runs only in its own venv and processes (tests/test_host_project.py): its
+# `config` package must never be imported beside the demo site's.
+collect_ignore = ["host_project"]
+
+
+class EquityOrdersOverride:
+    """One test's EQUITY_ORDERS keys: `equity_orders.RATE_LIMIT_ORDERS = "2/m"`; reads give the apps' value.
+
+    Each assignment replaces settings.EQUITY_ORDERS through pytest-django's `settings` fixture, so
+    brokers.conf re-reads it at once and the test's values are undone when it ends.
+    """
+
+    def __init__(self, settings):
+        object.__setattr__(self, "_settings", settings)
+
+    def __getattr__(self, name):
+        from brokers.conf import conf
+
+        return getattr(conf, name)
+
+    def __setattr__(self, name, value):
+        from brokers.conf import KEYS
+
+        if name not in KEYS:
+            raise AttributeError(f"EQUITY_ORDERS has no key {name!r}")
+        self._settings.EQUITY_ORDERS = {**self._settings.EQUITY_ORDERS, name: value}
+
+
+@pytest.fixture
+def equity_orders(settings):
+    return EquityOrdersOverride(settings)
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
@@ -40,17 +72,29 @@ def _clear_all_caches():
 @pytest.fixture(autouse=True, scope="session")
 def _allow_flushing_the_audit_table():
     """A transactional test ends with a flush (TRUNCATE of every table); the audit table's trigger
-    refuses TRUNCATE, rightly. Only the test runner's flush is let through, by pgtrigger's switch."""
-    import pgtrigger
+    refuses TRUNCATE, rightly, and no session setting switches it off (audit migration 0002).
+
+    The test database is owned by the role the tests connect as, and only a table's owner may
+    `ALTER TABLE … DISABLE TRIGGER`: the flush does that inside its own transaction (DDL is
+    transactional in PostgreSQL, so a failed flush leaves the trigger on). A deployed service
+    connects as a role that owns nothing (README "Least-privilege deployment") and cannot do this,
+    which tests/audit/test_least_privilege.py shows.
+    """
+    from django.db import transaction
     from django.db.backends.postgresql.operations import DatabaseOperations
 
     original = DatabaseOperations.execute_sql_flush
+    trigger = "broker_order_events_append_only"
 
-    def flush_ignoring_audit_truncate_guard(self, sql_list):
-        with pgtrigger.ignore("audit.BrokerOrderEvent:append_only_no_truncate"):
+    def flush_as_the_table_owner(self, sql_list):
+        if not any("broker_order_events" in sql for sql in sql_list):
             return original(self, sql_list)
+        with transaction.atomic(using=self.connection.alias), self.connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE broker_order_events DISABLE TRIGGER {trigger}")
+            original(self, sql_list)
+            cursor.execute(f"ALTER TABLE broker_order_events ENABLE ALWAYS TRIGGER {trigger}")
 
-    DatabaseOperations.execute_sql_flush = flush_ignoring_audit_truncate_guard
+    DatabaseOperations.execute_sql_flush = flush_as_the_table_owner
     yield
     DatabaseOperations.execute_sql_flush = original
 

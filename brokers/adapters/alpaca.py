@@ -46,10 +46,11 @@ from alpaca.trading.requests import (
     StopOrderRequest,
     TakeProfitRequest,
 )
-from django.conf import settings
+from brokers.conf import conf
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
+from brokers.base import UniqueClientIds
 from brokers.http import never_sent
 from brokers.types import (
     Account,
@@ -71,6 +72,7 @@ from brokers.errors import (
     BrokerUnavailable,
     CredentialsRefused,
     DomainError,
+    DuplicateClientId,
     InsufficientFunds,
     OrderNotFound,
 )
@@ -170,8 +172,13 @@ def _harden(client: RESTClient, *, timeout: float) -> RESTClient:
     return client
 
 
-class AlpacaAdapter:
-    """One Alpaca account of one user, for one asset class, paper or live."""
+class AlpacaAdapter(UniqueClientIds):
+    """One Alpaca account of one user, for one asset class, paper or live.
+
+    client_ids: Alpaca refuses a second order with a client_order_id already used (422 "client
+    order id must be unique"), so the service may re-send a lost order under it; a lookup by it
+    that finds nothing is not proof of absence (absence_settled from UniqueClientIds).
+    """
 
     exchange = "alpaca"
     SUPPORTED = frozenset({
@@ -193,9 +200,9 @@ class AlpacaAdapter:
         self.live = live
         self.connection_id = connection_id
         self.currency = "USD"
-        timeout = settings.BROKER_TIMEOUT_SECONDS
-        base_url = (settings.ALPACA_LIVE_URL if live else settings.ALPACA_PAPER_URL).rstrip("/")
-        data_url = settings.ALPACA_DATA_URL.rstrip("/")
+        timeout = conf.BROKER_TIMEOUT_SECONDS
+        base_url = (conf.ALPACA_LIVE_URL if live else conf.ALPACA_PAPER_URL).rstrip("/")
+        data_url = conf.ALPACA_DATA_URL.rstrip("/")
         self._trading = _harden(TradingClient(api_key, secret_key, paper=not live, raw_data=True,
                                               url_override=base_url), timeout=timeout)
         if self.asset_class == AssetClass.CRYPTO:
@@ -218,14 +225,15 @@ class AlpacaAdapter:
                               placing=True, **context)
         except _AlreadyPlaced:
             pass
-        # Alpaca says our client id is taken: the order exists, so return it (never a second order).
+        # Alpaca says our client id is taken: the order exists, so return it (never a second order),
+        # and never a rejection, which would invite a retry under a new id.
         try:
             found = self.find_order(order, submitted_at=datetime.now(UTC))
         except BrokerUnavailable as exc:
-            raise BrokerOutcomeUnknown("Alpaca already has an order with this client id, but it could not be "
-                                       "read back yet.") from exc
+            raise DuplicateClientId("Alpaca already has an order with this client id, but it could not be "
+                                    "read back yet.") from exc
         if found is None:
-            raise BrokerOutcomeUnknown("Alpaca already has an order with this client id, but does not show it yet.")
+            raise DuplicateClientId("Alpaca already has an order with this client id, but does not show it yet.")
         return found
 
     def cancel_order(self, broker_order_id: str, *, symbol: str | None = None) -> None:
@@ -253,7 +261,8 @@ class AlpacaAdapter:
         return self._call("account", self._trading.get_account, self._account_from_reply, attempts=READ_ATTEMPTS)
 
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
-        """GET /v2/orders:by_client_order_id: the order, None on a 404 (never placed), else BrokerUnavailable."""
+        """GET /v2/orders:by_client_order_id: the order; None on a 404 (not shown now, which is no proof
+        that it was never placed); BrokerUnavailable when the lookup fails."""
         client_id = order.broker_client_id
         try:
             return self._call("find_order", lambda: self._trading.get_order_by_client_id(client_id),

@@ -18,10 +18,11 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.conf import settings
+from brokers.conf import conf
 from django.utils import timezone
 
 from brokers import sim_exchange
+from brokers.base import UniqueClientIds
 from brokers.models import SimAccount, SimOrder
 from brokers.types import (
     FINAL_STATUSES,
@@ -53,7 +54,9 @@ CURRENCIES: dict[AssetClass, str] = {
 }
 
 
-class SimAdapter:  # satisfies BrokerAdapter structurally
+class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
+    """client_ids: unique_sim_client_id makes a re-send under the same broker_client_id return the first order."""
+
     exchange = Exchange.SIM
     SUPPORTED = frozenset({(ac, Environment.PAPER) for ac in AssetClass})
     CREDENTIAL_FIELDS: tuple[str, ...] = ()
@@ -106,6 +109,8 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
                 orders.order_by("-submitted_at", "-id").values_list(*_ORDER_COLUMNS)]
 
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
+        """The order under our broker_client_id, or None (the simulator never lags, but None still only
+        means "not shown now", as for every adapter)."""
         found = self._orders().filter(broker_client_id=order.broker_client_id).first()
         return _to_broker_order(found) if found is not None else None
 
@@ -161,7 +166,7 @@ class SimAdapter:  # satisfies BrokerAdapter structurally
     def _starting_cash(self) -> Decimal:
         given = self._starting_cash_given
         if given in (None, ""):
-            return settings.SIM_STARTING_CASH_KRW if self.currency == "KRW" else settings.SIM_STARTING_CASH_USD
+            return conf.SIM_STARTING_CASH_KRW if self.currency == "KRW" else conf.SIM_STARTING_CASH_USD
         return sim_exchange.checked_amount("starting_cash", given, error=CredentialsRefused)
 
 

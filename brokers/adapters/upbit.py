@@ -11,11 +11,12 @@ Failures (brokers/base.py):
 - nothing reached Upbit, or it refused before doing anything (429/418, market_offline) ->
   BrokerUnavailable;
 - the request may have reached Upbit but its answer was lost (read timeout, reset, 5xx, a
-  garbled body) -> BrokerUnavailable on reads, BrokerOutcomeUnknown on place_order, which is
-  never resent: the service then calls find_order, which looks the order up by `identifier`;
+  garbled body) -> BrokerUnavailable on reads, BrokerOutcomeUnknown on place_order, which this
+  module never resends by itself: the service looks the order up by `identifier` and, when the
+  lookup does not show it, sends the same order again under the same identifier;
 - Upbit refused -> BrokerRejected / InsufficientFunds / OrderNotFound / CredentialsRefused by
   the error `name` (upbit.md §7), never by the (Korean) message.
-Reads are retried a bounded number of times; writes (POST, DELETE) are sent exactly once.
+Reads are retried a bounded number of times; writes (POST, DELETE) are sent exactly once per call.
 
 Pacing (upbit.md section 8): the `order` group allows 12 requests/s (POST /v1/orders; the cancel,
 DELETE /v1/order, is paced with it too, the stricter budget) and other private calls 30/s
@@ -23,6 +24,19 @@ DELETE /v1/order, is paced with it too, the stricter budget) and other private c
 every worker through the cache (brokers/pacing.py). Every answer's `Remaining-Req: group=...;
 sec=N` header is read: at sec=0 (and on a 429, "wait for the next second") that group's next
 request waits a second. Quotation calls (ticker) are limited per IP, not per key, and not paced.
+
+No double order (upbit.md, "Facts checked"): `identifier` is single-use across all of an
+account's orders, even when the first request errored, so a second POST under one identifier is
+refused (`duplicated_identifier`) and can never be a second order: a 201 to the re-send means the
+first never arrived. `GET /v1/order?identifier=` has no documented consistency window, so its
+`order_not_found` right after a lost reply proves nothing (find_order returns None, "not shown
+now"); absence is settled only by time (brokers.base.UniqueClientIds). A duplicate refusal is
+never a rejection: the order under the identifier is returned, or DuplicateClientId when Upbit
+does not show it yet.
+
+A row Upbit lists with an `ord_type`, `state`, `side` or `time_in_force` this module does not
+know (an order placed elsewhere, or a type newer than upbit.md) is left out of lists, logged once
+per value, never fatal to the other rows; reading one order by its id still refuses to guess.
 """
 
 from __future__ import annotations
@@ -41,8 +55,9 @@ from urllib.parse import unquote, urlencode
 
 import jwt
 import requests
-from django.conf import settings
+from brokers.conf import conf
 
+from brokers.base import UniqueClientIds
 from brokers.http import never_sent
 from brokers.pacing import Pacer, remaining_in_second
 from brokers.types import (
@@ -65,6 +80,7 @@ from brokers.errors import (
     BrokerUnavailable,
     CredentialsRefused,
     DomainError,
+    DuplicateClientId,
     InsufficientFunds,
     OrderNotFound,
 )
@@ -98,8 +114,11 @@ _OPEN_STATES = frozenset({"wait", "watch"})
 _FINAL_STATES = frozenset({"done", "cancel"})
 
 # Error `name`s (upbit.md §7) that do not mean "this request was refused on its merits".
+# The IP allow-list refusal has two spellings in the wild (upbit.md "Facts checked"): both mean
+# these keys cannot be used from this server's address.
+_IP_NOT_ALLOWED_ERRORS = frozenset({"no_authorization_ip", "no_authorization_i_p"})
 _CREDENTIAL_ERRORS = frozenset({"jwt_verification", "expired_access_key", "invalid_access_key",
-                                "no_authorization_ip", "out_of_scope"})
+                                "out_of_scope"}) | _IP_NOT_ALLOWED_ERRORS
 _UNAVAILABLE_ERRORS = frozenset({"market_offline"})
 # Our own signing went wrong: nothing was done, the keys are fine. Logged as errors.
 _SIGNING_ERRORS = frozenset({"invalid_query_payload", "no_authorization_token", "nonce_used"})
@@ -131,8 +150,36 @@ class _Garbled(Exception):
     """A 2xx body that does not have the shape Upbit documents."""
 
 
-class UpbitAdapter:
-    """One user's Upbit account (KRW market). Satisfies brokers.base.BrokerAdapter."""
+class _Foreign(_Garbled):
+    """A well-formed order with an `ord_type`, `state`, `side` or `time_in_force` we do not know.
+
+    An order placed elsewhere (Upbit's app, another bot) or of a newer kind: a listing leaves it
+    out (logged once per value); read by its own id it is as unreadable as any garbled answer.
+    """
+
+    def __init__(self, field_name: str, value: Any):
+        super().__init__(f"unknown {field_name} {value!r}")
+        self.field_name, self.value = field_name, value
+
+
+_FOREIGN_LOGGED: set[tuple[str, str]] = set()  # (field, value) pairs already logged by this process
+
+
+def _log_foreign_once(exc: _Foreign, *, connection_id: int) -> None:
+    key = (exc.field_name, repr(exc.value))
+    if key in _FOREIGN_LOGGED:
+        return
+    _FOREIGN_LOGGED.add(key)
+    logger.warning("upbit order with %s %r left out of the listing (not an order type this service knows)",
+                   exc.field_name, exc.value, extra={"exchange": "upbit", "connection_id": connection_id})
+
+
+class UpbitAdapter(UniqueClientIds):
+    """One user's Upbit account (KRW market). Satisfies brokers.base.BrokerAdapter.
+
+    client_ids: Upbit's `identifier` is unique per account forever (upbit.md §3), so the service
+    may re-send a lost order under it; absence_settled comes from UniqueClientIds.
+    """
 
     exchange = "upbit"
     currency = "KRW"
@@ -149,15 +196,15 @@ class UpbitAdapter:
         self._access_key = str(credentials["access_key"])
         self._secret_key = str(credentials["secret_key"])  # used as raw UTF-8 bytes, not base64 (§2)
         self.connection_id = connection_id
-        self._base_url = settings.UPBIT_URL.rstrip("/")
-        self._timeout = settings.BROKER_TIMEOUT_SECONDS
+        self._base_url = conf.UPBIT_URL.rstrip("/")
+        self._timeout = conf.BROKER_TIMEOUT_SECONDS
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json"})  # and never an Origin header (§6)
         self._pacers = {
             "order": Pacer(broker="upbit", key=self._access_key, group="order",
-                           rate=settings.UPBIT_ORDER_REQUESTS_PER_SECOND),
+                           rate=conf.UPBIT_ORDER_REQUESTS_PER_SECOND),
             "default": Pacer(broker="upbit", key=self._access_key, group="default",
-                             rate=settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND),
+                             rate=conf.UPBIT_PRIVATE_REQUESTS_PER_SECOND),
         }
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
@@ -213,7 +260,14 @@ class UpbitAdapter:
             rows.update((row.get("uuid"), row) for row in self._open_rows(market))
         if scope in (ListScope.CLOSED, ListScope.ALL):
             rows.update((row.get("uuid"), row) for row in self._closed_rows(market, since))
-        orders = [_parse_or_unavailable(row) for row in rows.values()]
+        orders = []
+        for row in rows.values():
+            try:
+                orders.append(_order_from_wire(row))
+            except _Foreign as exc:
+                _log_foreign_once(exc, connection_id=self.connection_id)
+            except _Garbled as exc:
+                raise BrokerUnavailable(f"Upbit sent an order in an unexpected shape ({exc}).") from exc
         if since is not None:
             orders = [o for o in orders if o.submitted_at >= since]
         return sorted(orders, key=lambda o: o.submitted_at, reverse=True)
@@ -240,11 +294,16 @@ class UpbitAdapter:
                        metadata={"locked_krw": str(locked)})
 
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
+        """GET /v1/order?identifier=: the order, or None when Upbit does not show one now.
+
+        None is not proof of absence: Upbit documents no window within which a new order shows
+        in this lookup (upbit.md "Facts checked").
+        """
         try:
             reply = self._read("GET", "/v1/order", [("identifier", order.broker_client_id)])
         except _Refusal as exc:
             if exc.name == "order_not_found":
-                return None  # proven absent: Upbit knows no order under our identifier (§3)
+                return None  # not shown now; it may still appear
             raise BrokerUnavailable(f"Cannot tell whether Upbit placed the order ({exc.name}).") from exc
         except _NoAnswer as exc:
             raise BrokerUnavailable(f"Cannot tell whether Upbit placed the order ({exc.why}).") from exc
@@ -309,15 +368,19 @@ class UpbitAdapter:
         return body
 
     def _placed_under_identifier(self, order: OrderRequest) -> BrokerOrder:
-        """duplicated_identifier: an order under our identifier exists (or existed); return it."""
+        """duplicated_identifier: an earlier send under our identifier arrived (or was consumed).
+
+        Return the order under it; when Upbit does not show it (yet), DuplicateClientId. Never
+        BrokerRejected: a rejection lets the client retry under a new identifier, a second order.
+        """
         try:
             found = self.find_order(order, submitted_at=datetime.now(UTC))
         except BrokerUnavailable as exc:
-            raise BrokerOutcomeUnknown("Upbit says this order's identifier is taken and the order could not "
-                                       "be read back.") from exc
+            raise DuplicateClientId("Upbit says this order's identifier is taken and the order could not "
+                                    "be read back.") from exc
         if found is None:
-            raise BrokerRejected("Upbit refused the order: its identifier was already used by an attempt "
-                                 "that left no order (duplicated_identifier).")
+            raise DuplicateClientId("Upbit says this order's identifier is taken (duplicated_identifier) but "
+                                    "does not show the order under it yet.")
         return found
 
     # --- listings ----------------------------------------------------------------------------
@@ -503,12 +566,16 @@ class UpbitAdapter:
             target.hold(1.0)
 
     def _token(self, query_string: str | None) -> str:
-        """A fresh JWT for one request (§2): HS512, a new nonce, query_hash of what is sent."""
+        """A fresh JWT for one request (§2): a new nonce, query_hash (SHA-512) of what is sent.
+
+        Signed HS256, as Upbit's own per-endpoint samples do (upbit.md §2, "Facts checked"; HS512
+        is accepted too, but newer PyJWT warns on HS512 with a key as short as Upbit's).
+        """
         payload = {"access_key": self._access_key, "nonce": str(uuid.uuid4())}
         if query_string:
             payload["query_hash"] = hashlib.sha512(query_string.encode("utf-8")).hexdigest()
             payload["query_hash_alg"] = "SHA512"
-        return jwt.encode(payload, self._secret_key, algorithm="HS512")
+        return jwt.encode(payload, self._secret_key, algorithm="HS256")
 
 
 # --- Upbit's answers -> our types -------------------------------------------------------------
@@ -545,13 +612,20 @@ def _order_from_wire(row: Any, *, requested_qty: Decimal | None = None) -> Broke
     try:
         ord_type, state, wire_side = row["ord_type"], row["state"], row["side"]
         if ord_type not in _ORDER_TYPE_FROM_WIRE:
-            raise _Garbled(f"unknown ord_type {ord_type!r}")
+            raise _Foreign("ord_type", ord_type)
         if wire_side not in _SIDE_FROM_WIRE:
-            raise _Garbled(f"unknown side {wire_side!r}")
+            raise _Foreign("side", wire_side)
+        if state not in _OPEN_STATES | _FINAL_STATES:
+            raise _Foreign("state", state)
+        wire_tif = row.get("time_in_force")
+        if wire_tif is not None and wire_tif not in _TIF_FROM_WIRE:
+            raise _Foreign("time_in_force", wire_tif)
         executed = _dec(row.get("executed_volume") or "0")
         volume = _dec(row["volume"]) if row.get("volume") is not None else None
         by_amount = ord_type == "price" or (ord_type == "best" and wire_side == "bid")
-        status = _status(state, executed=executed, volume=volume, by_amount=by_amount)
+        trades = row.get("trades") or []
+        spent_in_full = _amount_spent(row, trades) if by_amount else False
+        status = _status(state, executed=executed, volume=volume, spent_in_full=spent_in_full)
         if by_amount:
             # A market buy has a KRW amount, no quantity: once over, its size is what it bought;
             # while open, the quantity it was placed for (when we know it).
@@ -561,11 +635,7 @@ def _order_from_wire(row: Any, *, requested_qty: Decimal | None = None) -> Broke
         else:
             raise _Garbled("an order by quantity without a volume")
         submitted_at = _utc(row["created_at"])
-        trades = row.get("trades") or []
         updated_at = max([submitted_at] + [_utc(t["created_at"]) for t in trades])
-        wire_tif = row.get("time_in_force")
-        if wire_tif is not None and wire_tif not in _TIF_FROM_WIRE:
-            raise _Garbled(f"unknown time_in_force {wire_tif!r}")
         if ord_type == "limit":
             tif = _TIF_FROM_WIRE[wire_tif] if wire_tif else TimeInForce.GTC
         else:
@@ -589,20 +659,53 @@ def _order_from_wire(row: Any, *, requested_qty: Decimal | None = None) -> Broke
         raise _Garbled(f"an order without {exc}") from exc
 
 
-def _status(state: str, *, executed: Decimal, volume: Decimal | None, by_amount: bool) -> OrderStatus:
+def _status(state: str, *, executed: Decimal, volume: Decimal | None, spent_in_full: bool) -> OrderStatus:
     if state in _OPEN_STATES:
         return OrderStatus.PARTIALLY_FILLED if executed > 0 else OrderStatus.ACCEPTED
     if state == "done":
         return OrderStatus.FILLED
     if state == "cancel":
         # `cancel` is also how a market buy ends when its amount was not spent to the last won:
-        # the leftover KRW is released (§3). That is a complete market buy -> filled.
-        if executed > 0 and (by_amount or (volume is not None and executed >= volume)):
+        # the leftover KRW is released (§3). That is a complete market buy -> filled. A market
+        # buy that stopped with much of its amount unspent (the book ran out, self-match
+        # prevention) is canceled after a partial fill, reported with what it executed.
+        if executed > 0 and (spent_in_full or (volume is not None and executed >= volume)):
             return OrderStatus.FILLED
         # Anything else canceled is canceled, with whatever it filled first in filled_qty
         # (an IOC/FOK remainder, a limit canceled after partial fills).
         return OrderStatus.CANCELED
-    raise _Garbled(f"unknown state {state!r}")
+    raise _Foreign("state", state)
+
+
+# A market buy's unspent KRW up to this share of its amount is rounding (the volume's decimals,
+# the last won), not an unfilled rest.
+SPENT_IN_FULL_TOLERANCE = Decimal("0.001")
+_VOLUME_STEP = Decimal("0.00000001")  # Upbit's finest volume unit (8 decimals)
+
+
+def _amount_spent(row: dict, trades: list) -> bool:
+    """Did a market buy by amount (`price`, `best` bid) spend its amount, all but rounding?
+
+    Unspent = amount (`price`) - funds executed (trades[].funds, or executed_funds in lists). It
+    is rounding when it would not buy one more volume unit at the last price, or is within
+    SPENT_IN_FULL_TOLERANCE of the amount. Without the funds (a create reply) we cannot tell:
+    taken as spent, as before; the next read of the order, which carries them, corrects it.
+    """
+    try:
+        amount = _dec(row["price"])
+        if trades:
+            funds = sum((_dec(t["funds"]) for t in trades), Decimal("0"))
+            last_price = _dec(trades[-1]["price"])
+        elif row.get("executed_funds") is not None:
+            funds = _dec(row["executed_funds"])
+            executed = _dec(row.get("executed_volume") or "0")
+            last_price = funds / executed if executed > 0 else Decimal("0")
+        else:
+            return True
+    except KeyError:
+        return True
+    unspent = amount - funds
+    return unspent <= amount * SPENT_IN_FULL_TOLERANCE or unspent < last_price * _VOLUME_STEP
 
 
 def _avg_fill_price(row: dict, trades: list, executed: Decimal) -> Decimal | None:

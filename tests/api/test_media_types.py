@@ -34,8 +34,8 @@ def test_an_order_sent_as_a_form_is_415_naming_application_json(api_client, sim_
     assert "Unknown field" not in body["detail"]
 
 
-def test_a_refused_form_body_places_nothing_and_is_not_counted(api_client, sim_crypto, settings):
-    settings.RATE_LIMIT_ORDERS = "1/m"
+def test_a_refused_form_body_places_nothing_and_is_not_counted(api_client, sim_crypto, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "1/m"
     assert_error(curl_without_content_type(api_client, "/api/equity/orders", crypto_market()), 415,
                  "UNSUPPORTED_MEDIA_TYPE")
     assert not Order.objects.exists() and not BrokerOrderEvent.objects.exists()

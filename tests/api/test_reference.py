@@ -32,7 +32,7 @@ def _subclasses(cls):
 
 def answers_in_the_code() -> set[tuple[int, str]]:
     """(status, code) of every error the code base can render."""
-    from config.middleware import _STATUS_CODES
+    from brokers.middleware import _STATUS_CODES
 
     found = {(err.status_code, err.code) for err in _subclasses(brokers.errors.DomainError)}
     for exc_class, code in _DRF_CODES.items():

@@ -53,14 +53,22 @@ def test_a_placed_order_is_one_info_line_with_method_path_status_duration_user_a
     assert set(BrokerOrderEvent.objects.values_list("request_id", flat=True)) == {line.request_id}
 
 
-def test_the_clients_request_id_is_kept(api_client, sim_crypto, log):
-    resp = api_client.get("/api/equity/orders", {"asset_class": "crypto"}, HTTP_X_REQUEST_ID="trace-42")
-    assert resp["X-Request-ID"] == "trace-42" and the_one_line(log).request_id == "trace-42"
+def test_the_request_id_is_the_servers_own_and_a_clients_is_logged_beside_it(api_client, sim_crypto, log):
+    resp = api_client.post("/api/equity/orders", crypto_market(client_order_id="rid-1"), format="json",
+                           HTTP_X_REQUEST_ID="trace-42")
+    line = the_one_line(log)
+    assert resp["X-Request-ID"] == line.request_id != "trace-42"
+    assert line.client_request_id == "trace-42" and "client_request_id=trace-42" in line.getMessage()
+    rows = BrokerOrderEvent.objects.filter(client_order_id="rid-1")
+    assert {(r.request_id, r.client_request_id) for r in rows} == {(line.request_id, "trace-42")}
 
 
-def test_a_request_id_that_is_not_printable_ascii_is_replaced(api_client, sim_crypto, log):
-    resp = api_client.get("/api/equity/orders", {"asset_class": "crypto"}, HTTP_X_REQUEST_ID="bad id\n")
-    assert resp["X-Request-ID"] != "bad id\n" and len(resp["X-Request-ID"]) == 32
+@pytest.mark.parametrize("sent", ["bad id", "x" * 65, "<script>", "a\tb"])
+def test_a_client_request_id_that_is_not_short_and_plain_is_not_logged(api_client, sim_crypto, log, sent):
+    resp = api_client.get("/api/equity/orders", {"asset_class": "crypto"}, HTTP_X_REQUEST_ID=sent)
+    line = the_one_line(log)
+    assert line.client_request_id is None and sent not in line.getMessage()
+    assert resp["X-Request-ID"] == line.request_id and len(line.request_id) == 32
 
 
 @pytest.mark.parametrize("path", ["/api/equity/orders/0.5/extra", "/api/equity/orders/nope?asset_class=crypto"])
@@ -104,8 +112,8 @@ def test_a_disabled_feature_is_a_warning_not_an_error(api_client, sim_crypto, lo
     assert lines_at_or_above(log, logging.WARNING) == [f"{REQUEST_LOGGER} WARNING {line.getMessage()}"]
 
 
-def test_a_rate_limit_refusal_is_a_warning(api_client, sim_crypto, settings, log):
-    settings.RATE_LIMIT_ORDERS = "1/m"
+def test_a_rate_limit_refusal_is_a_warning(api_client, sim_crypto, equity_orders, log):
+    equity_orders.RATE_LIMIT_ORDERS = "1/m"
     place(api_client, crypto_market())
     log.clear()
     assert_error(place(api_client, crypto_market()), 429, "RATE_LIMIT_EXCEEDED")

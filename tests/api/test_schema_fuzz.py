@@ -167,9 +167,9 @@ def caller_for(case, trader, other_user):
 
 
 @pytest.fixture
-def api_schema(settings):
+def api_schema(settings, equity_orders):
     settings.DEBUG = False
-    settings.RATE_LIMIT_ORDERS = "200/m"  # the fuzzer meets the deeper gates; still a bound on the orders it makes
+    equity_orders.RATE_LIMIT_ORDERS = "200/m"  # the fuzzer meets the deeper gates; still a bound on the orders it makes
     loaded = schemathesis.openapi.from_wsgi("/api/schema", DjangoTestWSGI(), headers={"Accept": "application/json"},
                                             config=schemathesis.Config.from_dict(FUZZ_CONFIG))
     loaded.hook("flatmap_body")(aim_orders_at_quoted_symbols)

@@ -48,12 +48,12 @@ HTML_504 = (WIRE / "gateway_504.html").read_text()
 
 
 @pytest.fixture
-def broker(settings):
+def broker(settings, equity_orders):
     """Alpaca's REST wire, mocked; the adapter's URLs and timeout come from these settings."""
-    settings.ALPACA_PAPER_URL = PAPER_URL
-    settings.ALPACA_LIVE_URL = LIVE_URL
-    settings.ALPACA_DATA_URL = DATA_URL
-    settings.BROKER_TIMEOUT_SECONDS = 7.5
+    equity_orders.ALPACA_PAPER_URL = PAPER_URL
+    equity_orders.ALPACA_LIVE_URL = LIVE_URL
+    equity_orders.ALPACA_DATA_URL = DATA_URL
+    equity_orders.BROKER_TIMEOUT_SECONDS = 7.5
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
 

@@ -74,25 +74,25 @@ def test_credentials_are_encrypted_at_rest(user):
     assert BrokerAccount.objects.get().credentials["secret_key"] == "very-secret-value"
 
 
-def test_credentials_written_under_an_old_key_still_decrypt_after_rotation(user, settings):
+def test_credentials_written_under_an_old_key_still_decrypt_after_rotation(user, settings, equity_orders):
     from cryptography.fernet import Fernet
 
     old = Fernet.generate_key().decode()
-    settings.BROKER_CREDENTIALS_KEYS = [old]
+    equity_orders.CREDENTIALS_KEYS = [old]
     BrokerAccount.objects.create(user=user, asset_class="crypto", exchange="sim", environment="paper",
                                  credentials={"starting_cash": "5"})
-    settings.BROKER_CREDENTIALS_KEYS = [Fernet.generate_key().decode(), old]
+    equity_orders.CREDENTIALS_KEYS = [Fernet.generate_key().decode(), old]
     assert BrokerAccount.objects.get().credentials == {"starting_cash": "5"}
 
 
-def test_credentials_under_a_removed_key_raise_instead_of_returning_ciphertext(user, settings):
+def test_credentials_under_a_removed_key_raise_instead_of_returning_ciphertext(user, settings, equity_orders):
     from cryptography.fernet import Fernet
 
     from brokers.fields import CredentialsUndecryptable
 
-    settings.BROKER_CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
+    equity_orders.CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
     BrokerAccount.objects.create(user=user, asset_class="crypto", exchange="sim", environment="paper",
                                  credentials={"x": "y"})
-    settings.BROKER_CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
+    equity_orders.CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
     with pytest.raises(CredentialsUndecryptable):
         BrokerAccount.objects.get()

@@ -119,5 +119,23 @@ def test_find_order_finds_a_placed_order(venue):
     assert found is not None and found.broker_order_id == placed.broker_order_id
 
 
+def test_a_resend_under_the_same_client_id_never_makes_a_second_order_where_the_broker_has_client_ids(venue):
+    # SPEC.md "When the broker fails during a placement": the service re-sends a lost order under the
+    # same client id only where the adapter says the broker enforces it (client_ids).
+    assert isinstance(venue.adapter.client_ids, bool)
+    if not venue.adapter.client_ids:
+        pytest.skip("no client ids at this broker (KIS): the service never re-sends")
+    req = order(venue)
+    placed = venue.adapter.place_order(req)
+    again = venue.adapter.place_order(req)
+    assert again.broker_order_id == placed.broker_order_id
+    assert [o.broker_order_id for o in venue.adapter.list_orders(scope=ListScope.OPEN)] == [placed.broker_order_id]
+
+
+def test_absence_is_settled_only_by_the_adapters_rule_never_at_once(venue):
+    now = datetime.now(UTC)
+    assert venue.adapter.absence_settled(submitted_at=now, now=now) is False
+
+
 def test_latest_price_is_a_decimal(venue):
     assert venue.adapter.latest_price(venue.symbol) == venue.price

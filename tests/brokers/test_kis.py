@@ -22,6 +22,8 @@ import requests
 import responses
 import time_machine
 from django.conf import settings
+
+from brokers.conf import conf
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
@@ -101,7 +103,7 @@ def wire(name: str) -> dict:
 
 
 def url(path: str, *, live: bool = False) -> str:
-    return (settings.KIS_REAL_URL if live else settings.KIS_MOCK_URL).rstrip("/") + path
+    return (conf.KIS_REAL_URL if live else conf.KIS_MOCK_URL).rstrip("/") + path
 
 
 def make_adapter(*, live: bool = False, **overrides) -> KisAdapter:
@@ -157,7 +159,7 @@ def test_each_environment_talks_to_its_own_host(rsps, live, host_setting):
     FakeKis(live=live).install(rsps)
     make_adapter(live=live).latest_price("005930")
     assert {c.request.url.split("/oauth2")[0].split("/uapi")[0] for c in rsps.calls} == \
-        {getattr(settings, host_setting).rstrip("/")}
+        {getattr(conf, host_setting).rstrip("/")}
 
 
 def test_limit_order_body_has_upper_case_keys_and_string_values_only(rsps):
@@ -728,11 +730,12 @@ def test_find_order_matches_a_market_order_by_division_not_by_price(fake):
     assert found is not None and found.broker_order_id.endswith(match["odno"].lstrip("0"))
 
 
-def test_find_order_without_a_match_at_61_seconds_is_undecided_not_absent(fake):
+def test_find_order_without_a_match_at_61_seconds_is_not_shown_now_never_absent(fake):
+    # SPEC.md: a lookup that finds nothing is no proof; KIS has no client id to re-send under.
     submitted = timezone.now() - timedelta(seconds=61)
     adapter = make_adapter()
-    with pytest.raises(BrokerUnavailable, match="not in KIS's daily inquiry yet"):
-        adapter.find_order(order_request(), submitted_at=submitted)
+    assert adapter.find_order(order_request(), submitted_at=submitted) is None
+    assert adapter.client_ids is False
     assert adapter.absence_settled(submitted_at=submitted, now=timezone.now()) is False
 
 
@@ -822,8 +825,8 @@ def test_pages_that_changed_while_read_are_read_again_from_the_first_page(rsps):
     assert [o.broker_order_id for o in orders] == ["20260710-201", "20260710-202"]  # each row once
 
 
-def test_pages_that_keep_changing_are_broker_unavailable_after_bounded_restarts(rsps, settings):
-    settings.KIS_PAGING_RESTARTS = 2
+def test_pages_that_keep_changing_are_broker_unavailable_after_bounded_restarts(rsps, equity_orders):
+    equity_orders.KIS_PAGING_RESTARTS = 2
     seed_token()
     served = _paged_daily(rsps, changed_times=100)
     with pytest.raises(BrokerUnavailable, match="kept changing"):
@@ -888,10 +891,11 @@ def test_a_lost_order_found_nowhere_is_undecided_all_session_and_absent_after_th
     submitted = timezone.now()
     adapter = make_adapter()
     with time_machine.travel(datetime(2026, 7, 10, 15, 0, tzinfo=KST)):
-        with pytest.raises(BrokerUnavailable):
-            adapter.find_order(order_request(), submitted_at=submitted)
+        assert adapter.find_order(order_request(), submitted_at=submitted) is None
+        assert not adapter.absence_settled(submitted_at=submitted, now=timezone.now())
     with time_machine.travel(datetime(2026, 7, 10, 16, 5, tzinfo=KST)):
         assert adapter.find_order(order_request(), submitted_at=submitted) is None
+        assert adapter.absence_settled(submitted_at=submitted, now=timezone.now())
 
 
 def test_a_lost_order_that_shows_late_in_the_inquiry_is_found_hours_later(fake):
@@ -917,9 +921,9 @@ def test_mock_requests_of_one_app_key_are_paced_to_two_a_second(fake, pacing_clo
     assert all(later - earlier >= 0.5 for earlier, later in zip(starts, starts[1:]))
 
 
-def test_real_server_budget_is_twenty_a_second(settings):
-    assert make_adapter(live=True)._pacer.rate == settings.KIS_REAL_REQUESTS_PER_SECOND == 20
-    assert make_adapter()._pacer.rate == settings.KIS_MOCK_REQUESTS_PER_SECOND == 2
+def test_real_server_budget_is_twenty_a_second(equity_orders):
+    assert make_adapter(live=True)._pacer.rate == equity_orders.KIS_REAL_REQUESTS_PER_SECOND == 20
+    assert make_adapter()._pacer.rate == equity_orders.KIS_MOCK_REQUESTS_PER_SECOND == 2
 
 
 def test_egw00103_for_a_key_unused_for_days_is_credentials_refused(rsps):

@@ -70,9 +70,9 @@ def test_the_cache_never_holds_the_key_in_clear(pacing_clock):
     assert stored and not any("ak-secretish-access-key" in key for key in stored)
 
 
-def test_no_slot_within_the_bounded_wait_is_broker_unavailable_without_sending(pacing_clock, settings,
+def test_no_slot_within_the_bounded_wait_is_broker_unavailable_without_sending(pacing_clock, equity_orders,
                                                                                monkeypatch):
-    settings.PACING_MAX_WAIT_SECONDS = 1
+    equity_orders.PACING_MAX_WAIT_SECONDS = 1
     pacer = Pacer(broker="kis", key="paper:app-key-1", group="rest", rate=2)
     monkeypatch.setattr(pacing, "_sleep", lambda seconds: None)  # the clock stands still: every request at once
     pacer.wait_turn()

@@ -557,8 +557,8 @@ def test_equity_is_cash_plus_positions_at_the_quote(sim):
     assert acct.cash == 9000 and acct.equity == 9000 + 1500
 
 
-def test_new_account_starts_with_the_settings_cash_in_its_currency(settings):
-    settings.SIM_STARTING_CASH_KRW = D("100000000")
+def test_new_account_starts_with_the_settings_cash_in_its_currency(settings, equity_orders):
+    equity_orders.SIM_STARTING_CASH_KRW = D("100000000")
     acct = make_sim("kr_equity", starting_cash=None).account()
     assert acct.currency == "KRW" and acct.cash == 100000000 and acct.equity == 100000000
 

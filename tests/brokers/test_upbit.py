@@ -40,6 +40,7 @@ from brokers.errors import (
     BrokerRejected,
     BrokerUnavailable,
     CredentialsRefused,
+    DuplicateClientId,
     InsufficientFunds,
     OrderNotFound,
 )
@@ -59,9 +60,9 @@ ACCOUNTS, TICKER = BASE + "/v1/accounts", BASE + "/v1/ticker"
 
 
 @pytest.fixture(autouse=True)
-def _upbit_settings(settings):
-    settings.UPBIT_URL = BASE
-    settings.BROKER_TIMEOUT_SECONDS = TIMEOUT
+def _upbit_settings(settings, equity_orders):
+    equity_orders.UPBIT_URL = BASE
+    equity_orders.BROKER_TIMEOUT_SECONDS = TIMEOUT
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +110,7 @@ def market_buy(**overrides) -> OrderRequest:
 
 def claims(call) -> dict:
     token = call.request.headers["Authorization"].removeprefix("Bearer ")
-    return jwt.decode(token, SECRET_KEY, algorithms=["HS512"])
+    return jwt.decode(token, SECRET_KEY, algorithms=["HS256"])  # only: HS256 is what we sign with
 
 
 def sent_body(call) -> dict:
@@ -154,13 +155,13 @@ def test_repr_shows_no_key(adapter):
 
 # --- authentication ---------------------------------------------------------------------------
 
-def test_private_call_carries_an_hs512_jwt_with_access_key_and_nonce_and_no_hash_without_params(rsps, adapter):
+def test_private_call_carries_an_hs256_jwt_with_access_key_and_nonce_and_no_hash_without_params(rsps, adapter):
     rsps.add(responses.GET, ACCOUNTS, json=wire("accounts.json"))
     rsps.add(responses.GET, TICKER, json=wire("ticker.json"))
     adapter.positions()
     call = calls_to(rsps, "GET", ACCOUNTS)[0]
     token = call.request.headers["Authorization"].removeprefix("Bearer ")
-    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"  # upbit.md: Upbit's own samples
     payload = claims(call)
     assert payload["access_key"] == ACCESS_KEY and payload["nonce"]
     assert "query_hash" not in payload
@@ -854,9 +855,9 @@ def test_requests_left_in_the_second_let_the_next_request_go_at_the_groups_pace(
     assert sum(pacing_clock.waits) < 1.0
 
 
-def test_order_group_is_paced_at_twelve_a_second_and_other_private_calls_at_thirty(adapter, settings):
-    assert adapter._pacers["order"].rate == settings.UPBIT_ORDER_REQUESTS_PER_SECOND == 12
-    assert adapter._pacers["default"].rate == settings.UPBIT_PRIVATE_REQUESTS_PER_SECOND == 30
+def test_order_group_is_paced_at_twelve_a_second_and_other_private_calls_at_thirty(adapter, equity_orders):
+    assert adapter._pacers["order"].rate == equity_orders.UPBIT_ORDER_REQUESTS_PER_SECOND == 12
+    assert adapter._pacers["default"].rate == equity_orders.UPBIT_PRIVATE_REQUESTS_PER_SECOND == 30
 
 
 def test_order_posts_of_one_access_key_never_exceed_twelve_in_a_second(rsps, adapter, pacing_clock):
@@ -873,3 +874,89 @@ def test_a_429_holds_the_group_for_a_second_before_the_retry(rsps, adapter, paci
     rsps.add(responses.GET, ACCOUNTS, json=[])
     adapter.positions()
     assert sum(pacing_clock.waits) >= 1.0
+
+
+# --- issue 11: partial market buys, foreign rows, the IP allow-list, duplicates ------------------
+
+def test_market_buy_canceled_after_a_partial_fill_reports_what_it_executed_not_filled(rsps, adapter):
+    # 286,500 of its 1,000,000 KRW spent, then `cancel`: not a rounding leftover (upbit.md §3).
+    got = get(rsps, adapter, "order_market_buy_cancel_partially_executed.json")
+    assert got.status == OrderStatus.CANCELED
+    assert got.filled_qty == Decimal("0.002") and got.avg_fill_price == Decimal("143250000")
+
+
+def test_listed_market_buy_canceled_after_a_partial_fill_is_canceled_by_its_executed_funds(rsps, adapter):
+    row = {key: value for key, value in wire("order_market_buy_cancel_partially_executed.json").items()
+           if key != "trades"}
+    rsps.add(responses.GET, CLOSED, json=[dict(row, executed_funds="286500")])
+    [listed] = adapter.list_orders(scope=ListScope.CLOSED)
+    assert listed.status == OrderStatus.CANCELED and listed.filled_qty == Decimal("0.002")
+    assert listed.avg_fill_price == Decimal("143250000")
+
+
+def test_listed_market_buy_whose_amount_was_spent_but_for_rounding_is_filled(rsps, adapter):
+    row = {key: value for key, value in wire("order_market_buy_cancel_executed.json").items() if key != "trades"}
+    rsps.add(responses.GET, CLOSED, json=[dict(row, executed_funds="176054.479")])
+    [listed] = adapter.list_orders(scope=ListScope.CLOSED)
+    assert listed.status == OrderStatus.FILLED
+
+
+@pytest.mark.parametrize(("field", "value"), [("ord_type", "twap"), ("state", "trigger"), ("side", "short"),
+                                              ("time_in_force", "gtd")])
+def test_a_foreign_order_in_a_list_is_left_out_and_logged_once_never_breaking_the_list(
+        rsps, adapter, caplog, monkeypatch, field, value):
+    monkeypatch.setattr(upbit, "_FOREIGN_LOGGED", set())
+    foreign = dict(wire("order_limit_wait.json"), uuid="9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b", **{field: value})
+    ours = wire("order_limit_wait.json")
+    rsps.add(responses.GET, OPEN, json=[foreign, ours, dict(foreign, uuid="8e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b")])
+    caplog.set_level(logging.WARNING, logger="brokers.adapters.upbit")
+    listed = adapter.list_orders(scope=ListScope.OPEN)
+    listed_again = adapter.list_orders(scope=ListScope.OPEN)
+    assert [o.broker_order_id for o in listed] == [o.broker_order_id for o in listed_again] == [ours["uuid"]]
+    notes = [r for r in caplog.records if "left out of the listing" in r.getMessage()]
+    assert len(notes) == 1 and value in notes[0].getMessage()
+
+
+def test_one_of_our_orders_read_by_id_with_a_foreign_value_is_still_an_error(rsps, adapter):
+    rsps.add(responses.GET, ORDER, json=dict(wire("order_limit_wait.json"), ord_type="twap"))
+    with pytest.raises(BrokerUnavailable, match="twap"):
+        adapter.get_order(ORDER_UUID)
+
+
+@pytest.mark.parametrize("name", ["no_authorization_ip", "no_authorization_i_p"])
+def test_both_spellings_of_the_ip_allow_list_refusal_mean_the_keys_cannot_be_used_from_here(rsps, adapter, name):
+    rsps.add(responses.GET, ACCOUNTS, status=401,
+             json={"error": {"name": name, "message": "This is not a verified IP."}})
+    with pytest.raises(CredentialsRefused, match="IP allow-list") as raised:
+        adapter.account()
+    assert name in raised.value.detail
+
+
+def test_the_jwt_is_hs256_and_verifies_with_the_secret_as_raw_bytes(rsps, adapter):
+    rsps.add(responses.GET, ACCOUNTS, json=wire("accounts.json"))
+    rsps.add(responses.GET, TICKER, json=wire("ticker.json"))
+    adapter.account()
+    token = calls_to(rsps, "GET", ACCOUNTS)[0].request.headers["Authorization"].removeprefix("Bearer ")
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        jwt.decode(token, SECRET_KEY, algorithms=["HS512"])
+    assert jwt.decode(token, SECRET_KEY.encode("utf-8"), algorithms=["HS256"])["access_key"] == ACCESS_KEY
+
+
+def test_duplicated_identifier_whose_order_is_not_shown_yet_is_an_unknown_outcome_never_a_rejection(rsps, adapter):
+    rsps.add(responses.POST, ORDERS, **refusal("duplicated_identifier"))
+    rsps.add(responses.GET, ORDER, **refusal("order_not_found"))
+    with pytest.raises(DuplicateClientId) as raised:
+        adapter.place_order(order())
+    assert isinstance(raised.value, BrokerOutcomeUnknown) and not isinstance(raised.value, BrokerRejected)
+    assert len(calls_to(rsps, "POST", ORDERS)) == 1
+
+
+def test_find_order_not_shown_is_none_and_absence_settles_only_after_the_settling_time(rsps, adapter, equity_orders):
+    equity_orders.BROKER_ABSENT_AFTER_SECONDS = 600
+    rsps.add(responses.GET, ORDER, **refusal("order_not_found"))
+    sent = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
+    assert adapter.find_order(order(), submitted_at=sent) is None
+    assert adapter.client_ids is True
+    assert not adapter.absence_settled(submitted_at=sent, now=sent + timedelta(seconds=599))
+    assert adapter.absence_settled(submitted_at=sent, now=sent + timedelta(seconds=600))

@@ -76,8 +76,8 @@ def test_a_gate_refusal_is_audited_as_rejected_with_its_code(api_client, sim_cry
     assert (event.event_type, event.error_code, event.client_order_id) == ("rejected", "FEATURE_DISABLED", "gated")
 
 
-def test_the_31st_post_in_a_minute_is_429_with_retry_after(api_client, sim_crypto, settings):
-    settings.RATE_LIMIT_ORDERS = "3/m"
+def test_the_31st_post_in_a_minute_is_429_with_retry_after(api_client, sim_crypto, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "3/m"
     for _ in range(3):
         assert place(api_client, crypto_limit()).status_code == 201
     resp = place(api_client, crypto_limit())
@@ -85,17 +85,17 @@ def test_the_31st_post_in_a_minute_is_429_with_retry_after(api_client, sim_crypt
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
 
 
-def test_the_rate_limit_is_per_user(api_client, sim_crypto, settings, make_client, other_user):
+def test_the_rate_limit_is_per_user(api_client, sim_crypto, settings, make_client, other_user, equity_orders):
     from tests.factories import BrokerAccountFactory
 
-    settings.RATE_LIMIT_ORDERS = "1/m"
+    equity_orders.RATE_LIMIT_ORDERS = "1/m"
     BrokerAccountFactory(user=other_user)
     place(api_client, crypto_limit())
     assert place(make_client(other_user), crypto_limit()).status_code == 201
 
 
-def test_malformed_requests_and_replays_are_not_counted(api_client, sim_crypto, settings):
-    settings.RATE_LIMIT_ORDERS = "2/m"
+def test_malformed_requests_and_replays_are_not_counted(api_client, sim_crypto, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "2/m"
     assert place(api_client, crypto_limit(client_order_id="r")).status_code == 201
     for _ in range(5):
         assert place(api_client, crypto_limit(qty=0)).status_code == 400
@@ -103,15 +103,15 @@ def test_malformed_requests_and_replays_are_not_counted(api_client, sim_crypto, 
     assert place(api_client, crypto_limit()).status_code == 201
 
 
-def test_requests_refused_after_gate_2_still_count(api_client, sim_crypto, settings):
-    settings.RATE_LIMIT_ORDERS = "2/m"
+def test_requests_refused_after_gate_2_still_count(api_client, sim_crypto, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "2/m"
     assert place(api_client, crypto_limit(asset_class="kr_equity", symbol="005930")).status_code == 403
     assert place(api_client, crypto_limit()).status_code == 201
     assert_error(place(api_client, crypto_limit()), 429, "RATE_LIMIT_EXCEEDED")
 
 
-def test_the_live_daily_cap_is_429_rate_limit_live_daily(api_client, sim_crypto, settings):
-    settings.RATE_LIMIT_LIVE_DAILY = 2
+def test_the_live_daily_cap_is_429_rate_limit_live_daily(api_client, sim_crypto, settings, equity_orders):
+    equity_orders.RATE_LIMIT_LIVE_DAILY = 2
     set_flag("FEATURE_EQUITY_LIVE", True)
     TraderProfileFactory(user=api_client.user, live_enabled=True)
     for _ in range(2):  # no live connection: refused at gate 3, but counted at gate 2
@@ -122,15 +122,15 @@ def test_the_live_daily_cap_is_429_rate_limit_live_daily(api_client, sim_crypto,
     assert place(api_client, crypto_limit()).status_code == 201  # paper is not capped
 
 
-def test_flag_gate_comes_before_rate_limit_and_registration(api_client, db, settings):
-    settings.RATE_LIMIT_ORDERS = "1/m"
+def test_flag_gate_comes_before_rate_limit_and_registration(api_client, db, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "1/m"
     set_flag("FEATURE_EQUITY_PAPER", False)
     for _ in range(3):
         assert_error(place(api_client, crypto_limit()), 503, "FEATURE_DISABLED")
 
 
-def test_rate_limit_comes_before_registration(api_client, db, settings):
-    settings.RATE_LIMIT_ORDERS = "1/m"
+def test_rate_limit_comes_before_registration(api_client, db, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "1/m"
     assert_error(place(api_client, crypto_limit()), 403, "BROKER_NOT_CONFIGURED")
     assert_error(place(api_client, crypto_limit()), 429, "RATE_LIMIT_EXCEEDED")
 

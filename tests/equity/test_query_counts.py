@@ -36,8 +36,8 @@ def _route(client, name):
 @pytest.mark.parametrize("name,ceiling", [("place", 22), ("get", 12), ("list", 12), ("positions", 10),
                                           ("account", 10), ("cancel", 20)])
 def test_route_queries_are_bounded_and_do_not_grow_with_history(api_client, sim_crypto, settings, name, ceiling,
-                                                                django_assert_max_num_queries):
-    settings.RATE_LIMIT_ORDERS = "1000/m"
+                                                                django_assert_max_num_queries, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "1000/m"
     _history(api_client, 2)
     call = _route(api_client, name)
     with django_assert_max_num_queries(ceiling) as few:

@@ -77,8 +77,9 @@ def test_seed_demo_for_a_second_user_keeps_the_operators_password(db):
 
 
 @pytest.fixture
-def alpaca_live(settings):
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+def alpaca_live(equity_orders):
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = (PAPER_URL, LIVE_URL,
+                                                                                     DATA_URL)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         live = FakeAlpaca(prices={"AAPL": Decimal("150")})
         live.install(mock, base_url=LIVE_URL)

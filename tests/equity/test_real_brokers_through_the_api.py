@@ -24,8 +24,8 @@ WEBHOOK = "https://alerts.example.test/hook"
 
 
 @pytest.fixture
-def alpaca(settings):
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+def alpaca(settings, equity_orders):
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         paper, live = FakeAlpaca(prices={"BTC/USD": Decimal("50000")}), FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
         paper.install(mock, base_url=PAPER_URL)
@@ -103,13 +103,13 @@ def test_paper_orders_never_count_as_the_first_live_order(api_client, alpaca):
 
 
 def test_the_first_live_order_alerts_operators_by_mail_and_webhook(live_ready, alpaca, settings,
-                                                                   django_capture_on_commit_callbacks):
+                                                                   django_capture_on_commit_callbacks, equity_orders):
     import json
 
     mock, _, _ = alpaca
     settings.ADMINS = [("Ops", "ops@example.com")]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.EQUITY_ALERT_WEBHOOK_URL = WEBHOOK
+    equity_orders.EQUITY_ALERT_WEBHOOK_URL = WEBHOOK
     mock.add(responses.POST, WEBHOOK, status=200)
     connect(live_ready, "live")
     with django_capture_on_commit_callbacks(execute=True):
@@ -127,9 +127,9 @@ def test_the_first_live_order_alerts_operators_by_mail_and_webhook(live_ready, a
 
 
 def test_a_dead_webhook_leaves_the_order_at_201_and_logs_a_warning(live_ready, alpaca, settings, caplog,
-                                                                   django_capture_on_commit_callbacks):
+                                                                   django_capture_on_commit_callbacks, equity_orders):
     mock, _, _ = alpaca
-    settings.EQUITY_ALERT_WEBHOOK_URL = WEBHOOK
+    equity_orders.EQUITY_ALERT_WEBHOOK_URL = WEBHOOK
     mock.add(responses.POST, WEBHOOK, body=requests.exceptions.ConnectionError("refused"))
     connect(live_ready, "live")
     with django_capture_on_commit_callbacks(execute=True):

@@ -220,10 +220,10 @@ class BrokerRig:
         return self.gate.reached_count(*self.routes["place"])
 
 
-def _alpaca(*, user, mock, settings) -> BrokerRig:
-    settings.ALPACA_PAPER_URL = alpaca_venue.PAPER_URL
-    settings.ALPACA_LIVE_URL = alpaca_venue.LIVE_URL
-    settings.ALPACA_DATA_URL = alpaca_venue.DATA_URL
+def _alpaca(*, user, mock, equity_orders) -> BrokerRig:
+    equity_orders.ALPACA_PAPER_URL = alpaca_venue.PAPER_URL
+    equity_orders.ALPACA_LIVE_URL = alpaca_venue.LIVE_URL
+    equity_orders.ALPACA_DATA_URL = alpaca_venue.DATA_URL
     fake = alpaca_venue.FakeAlpaca(prices={"BTC/USD": Decimal("50000")})
     gate = FaultGate(mock)
     fake.install(gate, base_url=alpaca_venue.PAPER_URL)
@@ -240,7 +240,7 @@ def _alpaca(*, user, mock, settings) -> BrokerRig:
         gate=gate, broker_orders=lambda: len(fake.orders))
 
 
-def _kis(*, user, mock, settings) -> BrokerRig:
+def _kis(*, user, mock, equity_orders) -> BrokerRig:
     fake = kis_venue.FakeKis(prices={"005930": Decimal("70000")})
     gate = FaultGate(mock)
     fake.install(gate)
@@ -257,8 +257,8 @@ def _kis(*, user, mock, settings) -> BrokerRig:
         gate=gate, broker_orders=lambda: sum(1 for row in fake.rows if not row["orgn_odno"]))
 
 
-def _upbit(*, user, mock, settings) -> BrokerRig:
-    fake = upbit_venue.FakeUpbit(settings.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")},
+def _upbit(*, user, mock, equity_orders) -> BrokerRig:
+    fake = upbit_venue.FakeUpbit(equity_orders.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")},
                                  krw=Decimal("10000000"))
     gate = FaultGate(mock)
     fake.install(gate)
@@ -288,13 +288,12 @@ def trading_hours():
 
 
 @pytest.fixture
-def broker(request, db, user, settings, monkeypatch, trading_hours) -> BrokerRig:
+def broker(request, db, user, settings, monkeypatch, trading_hours, equity_orders) -> BrokerRig:
     """The user's connection to the real adapter named by the parameter, its fake behind a FaultGate."""
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
     monkeypatch.setattr(kis, "_pause", lambda seconds: None)  # retry pacing, not behaviour
     monkeypatch.setattr(upbit, "READ_RETRY_DELAYS", (0, 0))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield RIGS[request.param](user=user, mock=mock, settings=settings)
+        yield RIGS[request.param](user=user, mock=mock, equity_orders=equity_orders)
 
 
 @pytest.fixture

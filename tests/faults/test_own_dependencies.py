@@ -85,8 +85,8 @@ def test_with_redis_down_placements_are_503_while_reads_and_cancels_work_and_rec
 
 
 def test_killed_database_connections_are_503_with_the_envelope_and_no_order_is_half_written(
-        gunicorn_server, own_redis, settings):
-    settings.RATE_LIMIT_ORDERS = "100000/m"  # this storm is about the database, not the rate limit
+        gunicorn_server, own_redis, settings, equity_orders):
+    equity_orders.RATE_LIMIT_ORDERS = "100000/m"  # this storm is about the database, not the rate limit
     server = gunicorn_server(redis_url=own_redis.url)
     set_quote("crypto", "BTC/USD", "50000")
     sessions = [trader_with_sim(f"storm-{i}") for i in range(4)]

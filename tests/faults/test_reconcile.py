@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.models import EventType
 from audit.services import record_order_event
+from brokers.conf import conf
 from brokers.registry import build_adapter
 from brokers.sim_exchange import set_quote
 from brokers.types import AssetClass, OrderRequest, OrderType, Side, TimeInForce
@@ -33,20 +34,22 @@ from tests.faults.conftest import FAULTS, events_of
 ROOT = Path(__file__).resolve().parents[2]
 
 RECONCILED = [
-    # broker   fault at placement   after a minute, the broker shows   -> reconciled status
-    ("alpaca", "read_timeout", "accepted"),  # placed, its answer lost
-    ("alpaca", "connection_reset", "rejected"),  # never placed: proven absent
-    ("kis", "read_timeout", "accepted"),  # matched in the daily inquiry (no client id)
-    ("kis", "connection_reset", "rejected"),  # unmatched: pending until the KRX close settles the day (issue 11)
-    ("upbit", "read_timeout", "accepted"),
-    ("upbit", "connection_reset", "rejected"),
+    # broker   fault at placement   after a minute   after the settling time (BROKER_ABSENT_AFTER_SECONDS)
+    ("alpaca", "read_timeout", "accepted", "accepted"),  # placed, its answer lost: found
+    ("alpaca", "connection_reset", "pending", "rejected"),  # never placed: not found is no proof until settled
+    ("kis", "read_timeout", "accepted", "accepted"),  # matched in the daily inquiry (no client id)
+    # KIS settles absence by its daily inquiry, final once the KRX session has closed (issue 11)
+    ("kis", "connection_reset", "pending", "rejected"),
+    ("upbit", "read_timeout", "accepted", "accepted"),
+    ("upbit", "connection_reset", "pending", "rejected"),
 ]
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("broker", "fault", "resolution"), RECONCILED, indirect=["broker"])
+@pytest.mark.parametrize(("broker", "fault", "after_a_minute", "after_settling"), RECONCILED, indirect=["broker"])
 def test_reconcile_orders_resolves_a_pending_order_of_every_broker_once_and_audits_it(
-        broker, trader, trading_hours, fault, resolution):
+        broker, trader, trading_hours, equity_orders, fault, after_a_minute, after_settling):
+    equity_orders.BROKER_ABSENT_AFTER_SECONDS = 600
     broker.arm(FAULTS[fault], "place")
     broker.arm(FAULTS[fault], "lookup", times=None)  # the lookups at placement cannot decide either
     assert place(trader, broker.order(client_order_id="lost")).status_code == 202
@@ -56,19 +59,25 @@ def test_reconcile_orders_resolves_a_pending_order_of_every_broker_once_and_audi
     assert Order.objects.get(client_order_id="lost").status == "pending"
 
     trading_hours.shift(timedelta(minutes=2))
-    if broker.name == "kis" and resolution == "rejected":
-        # KIS's daily inquiry can show today's orders late (no bound documented): an order it does
-        # not show is not absent before the session has closed and the inquiry is final.
-        call_command("reconcile_orders", stdout=io.StringIO())
-        assert Order.objects.get(client_order_id="lost").status == "pending"
-        trading_hours.shift(timedelta(hours=6, minutes=30))  # 16:32 KST: past 15:30 and the margin
     call_command("reconcile_orders", stdout=io.StringIO())
-    call_command("reconcile_orders", stdout=io.StringIO())  # a second run finds nothing to do
+    call_command("reconcile_orders", stdout=io.StringIO())  # a second run finds nothing new
+    assert Order.objects.get(client_order_id="lost").status == after_a_minute
+
+    if broker.name == "kis":
+        # KIS's daily inquiry can show today's orders late (no bound documented): an order it does
+        # not show is absent only once the session has closed and the inquiry is final.
+        trading_hours.shift(timedelta(hours=6, minutes=30))  # 16:32 KST: past 15:30 and the margin
+    else:
+        trading_hours.shift(timedelta(minutes=9))  # 11 minutes after the send: settled for client-id brokers
+    call_command("reconcile_orders", stdout=io.StringIO())
+    call_command("reconcile_orders", stdout=io.StringIO())
     order = Order.objects.get(client_order_id="lost")
-    assert order.status == resolution
-    assert (order.broker_order_id is not None) == (resolution != "rejected")
-    assert events_of("lost") == [("submitted", ""), ("pending", ""), ("resolved", "")]
+    assert order.status == after_settling
+    assert (order.broker_order_id is not None) == (after_settling == "accepted")
+    resolved = [] if after_settling == "pending" else [("resolved", "")]
+    assert events_of("lost") == [("submitted", ""), ("pending", ""), *resolved]  # each resolution once
     assert broker.broker_orders() == (1 if FAULTS[fault].reaches_broker else 0)
+    assert broker.order_posts_received() == broker.broker_orders()  # reconcile never re-sends
 
 
 # --- two processes at once, on PostgreSQL -----------------------------------------------------------
@@ -78,7 +87,7 @@ def _pending_orders(count: int) -> list[Order]:
     set_quote("crypto", "BTC/USD", "50000")
     connection_row = BrokerAccountFactory(user=UserFactory(username="reconciled"), asset_class="crypto")
     adapter = build_adapter(connection_row)
-    started = timezone.now() - timedelta(minutes=5)
+    started = timezone.now() - timedelta(seconds=conf.BROKER_ABSENT_AFTER_SECONDS + 300)  # settled
     orders = []
     for n in range(count):
         client_id = uuid.uuid4().hex

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
+
+from brokers.conf import conf
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ def _test_database_url() -> str:
 def _env(redis_url: str | None, extra: dict | None = None) -> dict:
     """The environment of a server or command on the test database; no REDIS_URL -> the in-process cache."""
     env = {**os.environ, "DATABASE_URL": _test_database_url(), "DEBUG": "1",
-           "RATE_LIMIT_ORDERS": settings.RATE_LIMIT_ORDERS, **(extra or {})}
+           "RATE_LIMIT_ORDERS": conf.RATE_LIMIT_ORDERS, **(extra or {})}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.pop("REDIS_URL", None)
     if redis_url:

@@ -73,8 +73,8 @@ def test_admin_form_saves_blank_limits(user, profile_form):
 @pytest.mark.parametrize(("field", "setting"), [("max_trade_risk_pct", "RISK_MAX_TRADE_RISK_PCT"),
                                                 ("unprotected_loss_pct", "RISK_UNPROTECTED_LOSS_PCT"),
                                                 ("daily_loss_limit_pct", "RISK_DAILY_LOSS_LIMIT_PCT")])
-def test_admin_help_text_says_blank_is_the_default_and_shows_it(rf, admin_user, settings, field, setting):
-    setattr(settings, setting, D("0.0123"))
+def test_admin_help_text_says_blank_is_the_default_and_shows_it(rf, admin_user, settings, field, setting, equity_orders):
+    setattr(equity_orders, setting, D("0.0123"))
     request = rf.get("/admin/risk/riskprofile/add/")
     request.user = admin_user
     help_text = RiskProfileAdmin(RiskProfile, admin.site).get_form(request).base_fields[field].help_text

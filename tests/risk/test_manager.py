@@ -148,10 +148,10 @@ def test_a_fresh_evaluation_fetches_fresh_snapshots():
 # --- per-user limits -----------------------------------------------------------------------------
 
 @pytest.mark.django_db
-def test_user_without_a_profile_gets_the_settings_defaults(django_user_model, settings):
-    settings.RISK_MAX_TRADE_RISK_PCT = D("0.015")
-    settings.RISK_UNPROTECTED_LOSS_PCT = D("0.2")
-    settings.RISK_DAILY_LOSS_LIMIT_PCT = D("0.03")
+def test_user_without_a_profile_gets_the_settings_defaults(django_user_model, settings, equity_orders):
+    equity_orders.RISK_MAX_TRADE_RISK_PCT = D("0.015")
+    equity_orders.RISK_UNPROTECTED_LOSS_PCT = D("0.2")
+    equity_orders.RISK_DAILY_LOSS_LIMIT_PCT = D("0.03")
     user = django_user_model.objects.create_user("ana")
     assert RiskManager.for_user(user).limits == RiskLimits(D("0.015"), D("0.2"), D("0.03"))
 
@@ -165,9 +165,9 @@ def test_profile_fields_override_the_defaults(django_user_model):
 
 
 @pytest.mark.django_db
-def test_blank_profile_fields_take_the_settings_defaults(django_user_model, settings):
-    settings.RISK_UNPROTECTED_LOSS_PCT = D("0.2")
-    settings.RISK_DAILY_LOSS_LIMIT_PCT = D("0.03")
+def test_blank_profile_fields_take_the_settings_defaults(django_user_model, settings, equity_orders):
+    equity_orders.RISK_UNPROTECTED_LOSS_PCT = D("0.2")
+    equity_orders.RISK_DAILY_LOSS_LIMIT_PCT = D("0.03")
     user = django_user_model.objects.create_user("ana")
     RiskProfile.objects.create(user=user, max_trade_risk_pct=D("0.01"))
     assert RiskManager.for_user(user).limits == RiskLimits(D("0.01"), D("0.2"), D("0.03"))

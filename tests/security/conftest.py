@@ -12,10 +12,9 @@ from tests.security.evidence import Evidence
 
 
 @pytest.fixture
-def evidence(caplog, settings, monkeypatch):
+def evidence(caplog, settings, monkeypatch, equity_orders):
     """Everything logged at DEBUG by every logger, fresh Fernet keys, and the recorder."""
-    settings.BROKER_CREDENTIALS_KEYS = [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
-    settings.BROKER_LOOKUP_RECHECK_SECONDS = 0
+    equity_orders.CREDENTIALS_KEYS = [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
     caplog.set_level(logging.DEBUG)
     quiet = []
     for name, logger in list(logging.root.manager.loggerDict.items()):
@@ -28,7 +27,7 @@ def evidence(caplog, settings, monkeypatch):
             quiet.append(logger)
     monkeypatch.setattr(connection, "force_debug_cursor", True)  # SQL and its parameters are logged too
     found = Evidence(caplog)
-    for position, key in enumerate(settings.BROKER_CREDENTIALS_KEYS, start=1):
+    for position, key in enumerate(equity_orders.CREDENTIALS_KEYS, start=1):
         found.secret(f"Fernet key {position}", key)
     found.secret("SECRET_KEY", settings.SECRET_KEY)
     yield found

@@ -114,8 +114,8 @@ def test_simulator_flows_leak_nothing(evidence, user, quotes):
 # --- Alpaca ------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def alpaca(settings):
-    settings.ALPACA_PAPER_URL, settings.ALPACA_LIVE_URL, settings.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
+def alpaca(settings, equity_orders):
+    equity_orders.ALPACA_PAPER_URL, equity_orders.ALPACA_LIVE_URL, equity_orders.ALPACA_DATA_URL = PAPER_URL, LIVE_URL, DATA_URL
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake = FakeAlpaca(prices={"BTC/USD": Decimal("50000")}, **ALPACA)
         faults = Faults(mock)
@@ -153,8 +153,8 @@ def test_alpaca_flows_and_failures_leak_nothing(evidence, user, alpaca):
     assert cancel(client, resting.json()["order_id"], "crypto").status_code == 204
     assert cancel(client, filled.json()["order_id"], "crypto").status_code == 422
 
-    faults.fail_next("POST", "/v2/orders", GATEWAY_TIMEOUT)  # looked up by our client id: never placed
-    assert place(client, **btc()).status_code == 502
+    faults.fail_next("POST", "/v2/orders", GATEWAY_TIMEOUT)  # not found by our client id: re-sent under it
+    assert place(client, **btc()).status_code == 201
     faults.fail_next("POST", "/v2/orders", read_timeout, after=True)  # placed, the reply lost: found
     assert place(client, **btc()).status_code == 201
     faults.fail_next("GET", "/v2/account", connection_lost, times=2)
@@ -245,11 +245,11 @@ def test_kis_flows_and_failures_leak_nothing(evidence, user, kis):
 # --- Upbit (live only) ------------------------------------------------------------------------------------
 
 @pytest.fixture
-def upbit(monkeypatch, settings):
+def upbit(monkeypatch, settings, equity_orders):
     monkeypatch.setattr(upbit_adapter, "READ_RETRY_DELAYS", (0, 0))
     settings.ADMINS = [("Ops", "ops@example.com")]
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = FakeUpbit(settings.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"),
+        fake = FakeUpbit(equity_orders.UPBIT_URL, prices={"KRW-BTC": Decimal("100000000")}, krw=Decimal("10000000"),
                          **UPBIT)
         faults = Faults(mock)
         fake.install(faults)
@@ -288,7 +288,7 @@ def test_upbit_live_flows_and_failures_leak_nothing(evidence, user, upbit, djang
     assert cancel(client, filled.json()["broker_order_id"], "crypto", live=True).status_code == 422
 
     faults.fail_next("POST", "/v1/orders", (500, {}, '{"error": {"name": "server_error", "message": "x"}}'))
-    assert place(client, **krw_btc()).status_code == 502  # looked up by identifier: never placed
+    assert place(client, **krw_btc()).status_code == 201  # not found by identifier: re-sent under it
     faults.fail_next("POST", "/v1/orders", read_timeout, after=True)
     assert place(client, **krw_btc()).status_code == 201  # placed, the reply lost: found by identifier
     faults.fail_next("GET", "/v1/accounts", connection_lost, times=3)

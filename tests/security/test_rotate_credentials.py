@@ -47,16 +47,16 @@ def decrypts_with(key: str, token: str) -> bool:
 
 
 @pytest.fixture
-def stored_under_old_key(settings):
+def stored_under_old_key(settings, equity_orders):
     """Two connections and a KIS token written under `old`; then `new` is put first."""
     old, new = new_key(), new_key()
-    settings.BROKER_CREDENTIALS_KEYS = [old]
+    equity_orders.CREDENTIALS_KEYS = [old]
     user = UserFactory()
     BrokerAccountFactory(user=user, asset_class="us_equity", exchange="alpaca", credentials=ALPACA)
     BrokerAccountFactory(user=user, asset_class="kr_equity", exchange="kis", credentials=KIS)
     KisAccessToken.objects.create(environment="paper", app_key_digest="d" * 64, token=KIS_TOKEN,
                                   expires_at=timezone.now() + timedelta(hours=20))
-    settings.BROKER_CREDENTIALS_KEYS = [new, old]
+    equity_orders.CREDENTIALS_KEYS = [new, old]
     return old, new
 
 
@@ -74,17 +74,17 @@ def test_rotation_re_encrypts_every_row_under_the_newest_key_and_reports_counts(
         assert decrypts_with(new, token) and not decrypts_with(old, token)
 
 
-def test_after_rotation_the_old_key_can_be_removed(stored_under_old_key, settings):
+def test_after_rotation_the_old_key_can_be_removed(stored_under_old_key, settings, equity_orders):
     _, new = stored_under_old_key
     rotate()
-    settings.BROKER_CREDENTIALS_KEYS = [new]
+    equity_orders.CREDENTIALS_KEYS = [new]
     assert [a.credentials for a in BrokerAccount.objects.order_by("id")] == [ALPACA, KIS]
     assert KisAccessToken.objects.get().token == KIS_TOKEN
 
 
-def test_without_rotation_removing_the_old_key_loses_the_credentials(stored_under_old_key, settings):
+def test_without_rotation_removing_the_old_key_loses_the_credentials(stored_under_old_key, settings, equity_orders):
     _, new = stored_under_old_key
-    settings.BROKER_CREDENTIALS_KEYS = [new]
+    equity_orders.CREDENTIALS_KEYS = [new]
     with pytest.raises(CredentialsUndecryptable):
         list(BrokerAccount.objects.all())
 
@@ -108,9 +108,9 @@ def test_rotation_leaves_the_rest_of_the_row_alone(stored_under_old_key):
     assert KisAccessToken.objects.get().expires_at == expires
 
 
-def test_the_report_names_no_secret(stored_under_old_key, settings):
+def test_the_report_names_no_secret(stored_under_old_key, settings, equity_orders):
     report = rotate() + rotate()
-    for secret in [*ALPACA.values(), *KIS.values(), KIS_TOKEN["access_token"], *settings.BROKER_CREDENTIALS_KEYS]:
+    for secret in [*ALPACA.values(), *KIS.values(), KIS_TOKEN["access_token"], *equity_orders.CREDENTIALS_KEYS]:
         assert secret not in report
 
 

@@ -1,6 +1,6 @@
-"""Re-encrypt every stored secret under the newest key of BROKER_CREDENTIALS_KEYS.
+"""Re-encrypt every stored secret under the newest key of EQUITY_ORDERS["CREDENTIALS_KEYS"].
 
-Rotation: put the new key first (`BROKER_CREDENTIALS_KEYS=new,old`), restart, run this command,
+Rotation: put the new key first (the demo site: `BROKER_CREDENTIALS_KEYS=new,old`), restart, run this command,
 then drop the old key. Rows already under the newest key are left alone, so running it again
 changes nothing. It prints counts and row ids only, never a secret.
 """
@@ -16,14 +16,15 @@ from brokers.models import BrokerAccount, KisAccessToken
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt broker credentials and KIS access tokens under the newest BROKER_CREDENTIALS_KEYS key."
+    help = "Re-encrypt broker credentials and KIS access tokens under the newest EQUITY_ORDERS['CREDENTIALS_KEYS'] key."
 
     def handle(self, *args, **options):
         lost = self._rotate("broker credentials", BrokerAccount, "credentials")
         self._rotate("KIS access tokens", KisAccessToken, "token")  # a cache: an unreadable one is re-issued
         if lost:
             raise CommandError(f"No key decrypts the credentials of broker connections {lost}: keep the key "
-                               "that wrote them in BROKER_CREDENTIALS_KEYS, or have their owners reconnect.")
+                               'that wrote them in EQUITY_ORDERS["CREDENTIALS_KEYS"], '
+                               "or have their owners reconnect.")
 
     def _rotate(self, name: str, model: type[models.Model], field: str) -> list[int]:
         """Rotate one encrypted column row by row; returns the ids no key decrypts."""

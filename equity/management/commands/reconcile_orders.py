@@ -1,4 +1,9 @@
-"""Resolve every pending order older than a minute by looking it up at its broker."""
+"""Resolve every pending order older than a minute by looking it up at its broker (never a re-send).
+
+Found -> its state. Not found -> still pending, unless the adapter says its records have settled
+(absence_settled: a client-id broker's settling time since the last send, KIS's daily inquiry
+after the session's close); only then is it absent (rejected). Each resolution is audited.
+"""
 
 from datetime import timedelta
 

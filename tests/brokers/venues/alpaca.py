@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import responses
+from django.conf import settings
 from django.test import override_settings
 
 from brokers.adapters.alpaca import AlpacaAdapter
@@ -272,8 +273,8 @@ class Venue:
         self.unknown_order_id = "00000000-0000-4000-8000-000000000000"
         self.fake = FakeAlpaca(prices={self.symbol: self.price})
         self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
-        self._settings = override_settings(ALPACA_PAPER_URL=PAPER_URL, ALPACA_LIVE_URL=LIVE_URL,
-                                           ALPACA_DATA_URL=DATA_URL)
+        self._settings = override_settings(EQUITY_ORDERS={**settings.EQUITY_ORDERS, "ALPACA_PAPER_URL": PAPER_URL,
+                                                          "ALPACA_LIVE_URL": LIVE_URL, "ALPACA_DATA_URL": DATA_URL})
 
     def __enter__(self) -> Venue:
         self._settings.enable()

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 
 import responses
 from django.conf import settings
+
+from brokers.conf import conf
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -84,7 +86,7 @@ class FakeKis:
                  cash: Decimal = Decimal("100000000"), app_key: str = APP_KEY, app_secret: str = APP_SECRET,
                  account_no: str = ACCOUNT_NO, page_size: int | None = None):
         self.live = live
-        self.base = (settings.KIS_REAL_URL if live else settings.KIS_MOCK_URL).rstrip("/")
+        self.base = (conf.KIS_REAL_URL if live else conf.KIS_MOCK_URL).rstrip("/")
         self.prices = dict(prices or {"005930": Decimal("70000")})
         self.names = {"005930": "삼성전자", "000660": "SK하이닉스"}
         self.app_key, self.app_secret = app_key, app_secret

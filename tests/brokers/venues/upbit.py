@@ -28,8 +28,11 @@ import jwt
 import responses
 from django.conf import settings
 
+from brokers.conf import conf
+
 from brokers.adapters.upbit import UpbitAdapter
 from brokers.types import AssetClass, TimeInForce
+from tests.loopback import DropConnection
 
 KST = timezone(timedelta(hours=9))
 ACCESS_KEY = "test-access-key-00000000000000000000000"
@@ -399,6 +402,45 @@ class FakeUpbit:
         return row
 
 
+
+class LaggingUpbit(FakeUpbit):
+    """FakeUpbit as Upbit behaves when things go wrong, for a real loopback server (tests.loopback).
+
+    - lose_replies: the next N order POSTs are acted on (the order is placed, the identifier used)
+      and then the connection is reset before the answer: a lost reply.
+    - lose_requests: the next N order POSTs are reset before Upbit acts on them (nothing placed;
+      the client cannot tell this from a lost reply).
+    - lookup_lag: a new order is not shown by GET /v1/order?identifier= for its first N lookups
+      (Upbit documents no window within which it must show). By uuid it is found at once.
+    The identifier stays single-use, as Upbit documents: a second POST under it is refused.
+    """
+
+    def __init__(self, base_url: str, *, lookup_lag: int = 0, **kwargs):
+        super().__init__(base_url, **kwargs)
+        self.lookup_lag = lookup_lag
+        self.lose_replies = 0
+        self.lose_requests = 0
+        self.posted_identifiers: list[str | None] = []  # every order POST that reached Upbit
+        self._identifier_lookups: dict[str, int] = {}
+
+    def _create(self, request):
+        if self.lose_requests:
+            self.lose_requests -= 1
+            raise DropConnection
+        self.posted_identifiers.append(json.loads(request.body).get("identifier"))
+        answer = super()._create(request)
+        if self.lose_replies:
+            self.lose_replies -= 1
+            raise DropConnection
+        return answer
+
+    def _find(self, params: dict) -> dict | None:
+        order = super()._find(params)
+        if order is None or params.get("uuid") or not params.get("identifier"):
+            return order
+        seen = self._identifier_lookups[order["uuid"]] = self._identifier_lookups.get(order["uuid"], 0) + 1
+        return None if seen <= self.lookup_lag else order
+
 def _moment(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -422,7 +464,7 @@ class Venue:
 
     def __init__(self, *, krw: Decimal = Decimal("10000000"), secret_key: str = SECRET_KEY):
         self._secret_key = secret_key
-        self.fake = FakeUpbit(settings.UPBIT_URL, prices={"KRW-BTC": self.price, "KRW-ETH": Decimal("4500000")},
+        self.fake = FakeUpbit(conf.UPBIT_URL, prices={"KRW-BTC": self.price, "KRW-ETH": Decimal("4500000")},
                               krw=krw)
         self.rsps = responses.RequestsMock(assert_all_requests_are_fired=False)
 

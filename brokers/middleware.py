@@ -1,7 +1,10 @@
-"""Every /api/ answer is JSON with the error envelope, whatever Django itself would render.
+"""Optional: every answer under the API's paths is JSON with the error envelope, whatever Django renders.
 
 Django answers some failures before or outside DRF (an unroutable path, CSRF on a non-DRF view,
-an unhandled exception, a database that went away): under /api/ they become {"code", "detail"}.
+an unhandled exception, a database that went away): under the paths of
+EQUITY_ORDERS["JSON_ERRORS_PATH_PREFIXES"] (default `/api/`) they become {"code", "detail"}.
+The standalone demo site uses it; a host adds it to MIDDLEWARE only if it wants the same for its
+own paths (the apps' own routes answer in the envelope without it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ import logging
 from django.http import JsonResponse
 
 from brokers.api import is_database_outage
+from brokers.conf import conf
 
 logger = logging.getLogger("equity.errors")
 
 _STATUS_CODES = {400: "BAD_REQUEST", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
                  500: "INTERNAL_ERROR"}
+
+
+def _under_the_api(request) -> bool:
+    return request.path.startswith(tuple(conf.JSON_ERRORS_PATH_PREFIXES))
 
 
 class ApiErrorsAsJsonMiddleware:
@@ -24,7 +32,7 @@ class ApiErrorsAsJsonMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if not request.path.startswith("/api/") or response.status_code < 400:
+        if response.status_code < 400 or not _under_the_api(request):
             return response
         content_type = response.get("Content-Type", "")
         if content_type.startswith("application/json") or (
@@ -38,7 +46,7 @@ class ApiErrorsAsJsonMiddleware:
         return JsonResponse({"code": code, "detail": detail}, status=response.status_code)
 
     def process_exception(self, request, exception):
-        if not request.path.startswith("/api/"):
+        if not _under_the_api(request):
             return None
         if is_database_outage(exception):
             logger.warning("database unavailable on %s: %s", request.path, exception.__class__.__name__)
