@@ -272,6 +272,28 @@ class OrderResponse(serializers.Serializer):
     updated_at = serializers.DateTimeField(allow_null=True)
     bracket = BracketOut(allow_null=True)
     metadata = serializers.SerializerMethodField()
+    # Additions to the source's fields: a bracket's exits are orders of their own (as Alpaca shows them).
+    legs = serializers.SerializerMethodField(
+        help_text="A bracket order's take-profit (limit) and stop-loss (stop or stop_limit) orders, each an "
+                  "order of its own that can be read and canceled by its ids; empty until the broker shows "
+                  "them (the simulator: once the entry fills; Alpaca: at once, accepted until then) and for "
+                  "every other order. When one fills, the broker cancels the other.")
+    parent_order_id = serializers.SerializerMethodField(
+        help_text="For a bracket leg, the order_id of the bracket order it belongs to; null otherwise. A leg's "
+                  "own order_id is the parent's plus `:tp` (take-profit) or `:sl` (stop-loss).")
+
+    def get_legs(self, order) -> list:
+        rows = getattr(order, "leg_rows", None)
+        if rows is None:  # not read by a selector: a placement's answer
+            rows = list(order.legs.order_by("id")) if order.bracket and not order.is_leg else []
+        return OrderResponse(rows, many=True, context=self.context).data
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_parent_order_id(self, order) -> str | None:
+        if not order.is_leg:
+            return None
+        key = getattr(order, "parent_key", None)
+        return key if key is not None else order.parent.client_order_id
 
     def get_metadata(self, order) -> OrderMetadata:
         meta = {}
@@ -289,6 +311,10 @@ class OrderResponse(serializers.Serializer):
         if "stop_limit_price" in data["metadata"]:
             data["metadata"]["stop_limit_price"] = float(data["metadata"]["stop_limit_price"])
         return data
+
+
+# Each leg is an OrderResponse: the schema refers to the component itself (declared once it exists).
+extend_schema_field(OrderResponse(many=True))(OrderResponse.get_legs)
 
 
 @extend_schema_serializer(component_name="OrderListResponse", many=False)  # a page object, not an array

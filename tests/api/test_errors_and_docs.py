@@ -41,6 +41,16 @@ def test_schema_uses_the_spec_component_names(api_client):
     assert not any(n.endswith("RequestRequest") for n in schemas)
 
 
+def test_schema_documents_bracket_legs_as_order_responses_and_their_parent_order_id(api_client):
+    order = api_client.get("/api/schema", HTTP_ACCEPT="application/json").json()["components"]["schemas"][
+        "OrderResponse"]
+    legs, parent = order["properties"]["legs"], order["properties"]["parent_order_id"]
+    assert legs["type"] == "array" and legs["items"] == {"$ref": "#/components/schemas/OrderResponse"}
+    assert "take-profit" in legs["description"] and "stop-loss" in legs["description"]
+    assert parent["type"] == "string" and parent["nullable"] is True and ":tp" in parent["description"]
+    assert {"legs", "parent_order_id"} <= set(order["required"])  # always present in a response
+
+
 def test_docs_render_from_local_static_files_not_a_cdn(api_client):
     resp = api_client.get("/api/docs")
     assert resp.status_code == 200 and b"swagger-ui" in resp.content
