@@ -123,8 +123,8 @@ def schema_description() -> str:
     """Markdown for the OpenAPI document's description: Swagger UI shows it above the operations."""
     return "\n\n".join([
         "Every error is `{\"code\": \"<CODE>\", \"detail\": \"<sentence>\"}`; validation errors add "
-        "`\"errors\": {field: [messages]}`. Every response carries `X-Request-ID`, the service's id of the request: quote it when reporting a "
-        "problem.",
+        "`\"errors\": {field: [messages]}`. Every response carries `X-Request-ID`, the service's id of the "
+        "request: quote it when reporting a problem.",
         "### Error codes", codes_table(),
         "### Order statuses", statuses_table(),
         "### The list's status filter", filters_table(),

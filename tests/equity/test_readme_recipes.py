@@ -30,16 +30,24 @@ def log_in(username: str, password: str) -> APIClient:
     return client
 
 
-def test_step_2_again_replays_the_canceled_order_and_step_4_then_answers_422(api_client, sim_crypto):
+def test_the_walk_through_again_replays_the_filled_bracket_and_its_cancels_answer_422(api_client, sim_crypto):
+    from brokers.sim_exchange import set_quote
+
     assert place(api_client, WALKTHROUGH).status_code == 201
+    set_quote("crypto", "BTC/USD", "44900")  # step 3: the entry fills, its legs go live
+    assert api_client.delete("/api/equity/orders/walkthrough-1:tp?asset_class=crypto").status_code == 204
     assert api_client.delete("/api/equity/orders/walkthrough-1?asset_class=crypto").status_code == 204
 
-    again = place(api_client, WALKTHROUGH)
+    again = place(api_client, WALKTHROUGH)  # step 2 after a restart
     assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
-    assert again.json()["status"] == "canceled"
-    body = assert_error(api_client.delete("/api/equity/orders/walkthrough-1?asset_class=crypto"), 422,
-                        "BROKER_REJECTED")
-    assert "already canceled" in body["detail"]
+    replayed = again.json()
+    assert replayed["status"] == "filled"
+    assert sorted((leg["order_id"], leg["status"]) for leg in replayed["legs"]) == [
+        ("walkthrough-1:sl", "canceled"), ("walkthrough-1:tp", "canceled")]
+    for path, detail in (("walkthrough-1:tp", "order is already canceled"),
+                         ("walkthrough-1", "order is already filled")):
+        body = assert_error(api_client.delete(f"/api/equity/orders/{path}?asset_class=crypto"), 422, "BROKER_REJECTED")
+        assert body["detail"] == detail
     # a new client_order_id is a new order, as the README says
     assert place(api_client, {**WALKTHROUGH, "client_order_id": "walkthrough-2"}).status_code == 201
 
