@@ -18,7 +18,6 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -27,15 +26,9 @@ from rest_framework.views import set_rollback
 
 from brokers.conf import conf
 from brokers.errors import DomainError, ServiceUnavailable
+from brokers.parsers import BoundedJSONParser
 
 logger = logging.getLogger(__name__)
-
-# The apps' routes take JSON bodies only. DRF's default parsers also take forms, and a form body
-# (curl without -H 'Content-Type: application/json') then reached the serializer as one odd field
-# name; with JSON only it is 415 UNSUPPORTED_MEDIA_TYPE naming the type to send. The browsable
-# API's raw-data form offers exactly these media types, so it keeps working; the token routes,
-# where the browsable API offers an HTML form, keep the form parsers (brokers/tokens.py).
-JSON_ONLY_PARSERS = [JSONParser]
 
 _DRF_CODES = {
     exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
@@ -81,9 +74,10 @@ def is_database_outage(exc: BaseException) -> bool:
 
 
 def _unsupported_media_type_detail(context) -> str:
-    """Which type the route takes, and which one came: a form body is the usual mistake."""
+    """Which type the route takes, and which one came: a form body (curl without -H 'Content-Type:
+    application/json') is the usual mistake, and used to be answered as an unknown field."""
     request = context.get("request")
-    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or JSON_ONLY_PARSERS]
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or [BoundedJSONParser]]
     sent = (getattr(request, "content_type", "") or "").split(";")[0].strip()[:100] or "none"
     expected = " or ".join(accepted)
     return f"The body must be {expected}: add the header 'Content-Type: {accepted[0]}' (this request sent {sent})."
@@ -134,11 +128,20 @@ def api_exception_handler(exc, context):
 
 
 def authentication_classes() -> list[type]:
-    """EQUITY_ORDERS["AUTHENTICATION_CLASSES"] when set, else the host's DEFAULT_AUTHENTICATION_CLASSES."""
+    """EQUITY_ORDERS["AUTHENTICATION_CLASSES"] when set, else the host's DEFAULT_AUTHENTICATION_CLASSES.
+
+    simplejwt's own JWTAuthentication stands for its password-bound subclass on the apps' routes
+    (brokers.authentication): as it is, a validly signed token with a malformed `user_id` is a 500
+    and a token outlives its user's password. A host's own subclass is kept as it is.
+    """
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+
+    from brokers.authentication import PasswordBoundJWTAuthentication
+
     names = conf.AUTHENTICATION_CLASSES
-    if names is None:
-        return list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
-    return [import_string(name) if isinstance(name, str) else name for name in names]
+    classes = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES) if names is None else \
+        [import_string(name) if isinstance(name, str) else name for name in names]
+    return [PasswordBoundJWTAuthentication if cls is JWTAuthentication else cls for cls in classes]
 
 
 class AppViewPolicy:
@@ -153,7 +156,9 @@ class AppViewPolicy:
 
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
-    parser_classes = JSON_ONLY_PARSERS
+    # JSON only, bounded in size and depth: a 1000-deep body was a RecursionError 500, and a body
+    # of any size was read whole. No form or multipart parser stands beside it.
+    parser_classes = [BoundedJSONParser]
 
     def get_authenticators(self):
         return [auth() for auth in authentication_classes()]

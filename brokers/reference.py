@@ -18,7 +18,8 @@ class Answer(NamedTuple):
 
 ERROR_CODES: tuple[Answer, ...] = (
     Answer(400, "VALIDATION_ERROR", "The body or a query parameter is invalid; `errors` names each field "
-           "(an unknown field, such as a typo, is refused too), or the body is not valid JSON.",
+           "(an unknown field, such as a typo, is refused too), or the body is not valid JSON or is nested "
+           "too deep.",
            "Fix the named fields and send again."),
     Answer(400, "BAD_REQUEST", "Django refused the request before the API saw it (for example a Host header "
            "that is not allowed).", "Check the URL and headers."),
@@ -41,6 +42,8 @@ ERROR_CODES: tuple[Answer, ...] = (
            "Accept application/json."),
     Answer(409, "IDEMPOTENCY_IN_PROGRESS", "A request with this client_order_id is still running "
            "(header `Retry-After: 1`).", "Retry after a second: you get that request's order."),
+    Answer(413, "PAYLOAD_TOO_LARGE", "The body is larger than the service takes (64 KiB by default).",
+           "Send a smaller body: an order is well under 2 KB."),
     Answer(415, "UNSUPPORTED_MEDIA_TYPE", "The body is not JSON (curl without -H 'Content-Type: "
            "application/json' sends a form).", "Send the header Content-Type: application/json."),
     Answer(422, "VALIDATION_ERROR", "This client_order_id was already used with a different request body.",
@@ -53,8 +56,8 @@ ERROR_CODES: tuple[Answer, ...] = (
            "Reduce the quantity."),
     Answer(422, "BROKER_REJECTED", "The broker refused the request (unsupported order type, time in force or "
            "symbol; a cancel of an order that is already final).", "Read the detail; change the order."),
-    Answer(429, "RATE_LIMIT_EXCEEDED", "More placements this minute than your limit, 30 by default (header "
-           "`Retry-After`).",
+    Answer(429, "RATE_LIMIT_EXCEEDED", "More placements this minute than your limit, 30 by default, or too "
+           "many failed logins (header `Retry-After`).",
            "Wait the seconds of Retry-After."),
     Answer(429, "RATE_LIMIT_LIVE_DAILY", "The daily cap of live placements is reached (header `Retry-After`).",
            "Wait for the next UTC day."),

@@ -1,9 +1,10 @@
 """An expired access token says so, and where to get a new one; every other bad token stays as it was.
 
 simplejwt answers an expired token like a forged one ("Given token not valid for any token type").
-A client that only has to refresh deserves to be told. The expiry is only named for a token whose
-signature verifies (PyJWT checks the signature before `exp`), so a forged or tampered token learns
-nothing new.
+A client that only has to refresh deserves to be told. Used by the apps' bearer authentication
+(brokers.authentication.PasswordBoundJWTAuthentication, which stands for simplejwt's class on the
+apps' routes). The expiry is only named for a token whose signature verifies (PyJWT checks the
+signature before `exp`), so a forged or tampered token learns nothing new.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from django.urls import NoReverseMatch, reverse
-from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings
 
-# The URL name of the refresh route (config/urls.py); a host that mounts it elsewhere keeps the name.
+# The URL name of the refresh route (brokers/token_urls.py), wherever a host mounts it.
 REFRESH_ROUTE_NAME = "token_refresh"
 
 
@@ -51,21 +50,11 @@ def _refresh_route() -> str:
         return "the token refresh route"
 
 
-class ExpiryNamingJWTAuthentication(JWTAuthentication):
-    """simplejwt's JWT authentication, whose refusal of an expired access token names the expiry."""
-
-    def get_validated_token(self, raw_token):
-        try:
-            return super().get_validated_token(raw_token)
-        except InvalidToken:
-            expired_at = expired_access_token_expiry(raw_token)
-            if expired_at is None:
-                raise
-            raise InvalidToken(f"The access token expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}; "
-                               f"get a new one from {_refresh_route()}.") from None
-
-
-class ExpiryNamingJWTScheme(SimpleJWTScheme):
-    """The schema documents it as simplejwt's bearer scheme (`jwtAuth`), which it is."""
-
-    target_class = ExpiryNamingJWTAuthentication
+def expired_access_token_refusal(raw_token) -> InvalidToken | None:
+    """The 401 for a correctly signed access token that only expired: when, and where to refresh it.
+    None for any other token, which keeps simplejwt's own answer."""
+    expired_at = expired_access_token_expiry(raw_token)
+    if expired_at is None:
+        return None
+    return InvalidToken(f"The access token expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}; "
+                        f"get a new one from {_refresh_route()}.")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, extend_schema_view
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework_simplejwt import views as jwt_views
 
 from brokers.api import AppViewPolicy
+from brokers.authentication import LoginSerializer, RefreshSerializer
 from brokers.reference import describe_status
 from brokers.serializers import ErrorResponse
 
@@ -45,7 +45,9 @@ class AccessTokenResponse(serializers.Serializer):
     refresh = serializers.CharField(required=False, help_text="Only when refresh tokens rotate.")
 
 
-_TOKEN_ERRORS = {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in (400, 401, 415, 503)}
+_TOKEN_ERRORS = {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in (400, 401, 413, 415, 503)}
+_LOGIN_THROTTLED = {429: OpenApiResponse(ErrorResponse, description="`RATE_LIMIT_EXCEEDED`: too many failed logins "
+                                                                    "(header `Retry-After`).")}
 
 
 class _PublicTokenRoute(AppViewPolicy):
@@ -53,20 +55,18 @@ class _PublicTokenRoute(AppViewPolicy):
     forged bearer token sent to the login route is ignored rather than turned into a 401."""
 
     permission_classes = [AllowAny]
-    # The browsable API offers an HTML login form here, which posts a form: these routes take both.
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def get_authenticators(self):
         return []
 
 
 @extend_schema_view(post=extend_schema(operation_id="obtain_token", auth=[], request=TokenObtainRequest,
-                                       responses={200: TokenPair, **_TOKEN_ERRORS}))
+                                       responses={200: TokenPair, **_TOKEN_ERRORS, **_LOGIN_THROTTLED}))
 class TokenObtainView(_PublicTokenRoute, jwt_views.TokenObtainPairView):
-    pass
+    serializer_class = LoginSerializer  # failed logins throttled before hashing; tokens bound to the password
 
 
 @extend_schema_view(post=extend_schema(operation_id="refresh_token", auth=[], request=TokenRefreshRequest,
                                        responses={200: AccessTokenResponse, **_TOKEN_ERRORS}))
 class TokenRefreshView(_PublicTokenRoute, jwt_views.TokenRefreshView):
-    pass
+    serializer_class = RefreshSerializer  # a deleted user, a changed password, a log-out everywhere: 401

@@ -27,7 +27,7 @@ class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):
                    examples=[OpenApiExample("The built-in simulator", request_only=True,
                                             value={"asset_class": "kr_equity", "exchange": "sim",
                                                    "environment": "paper", "label": "KRX simulator"})],
-                   responses={201: ConnectionOut, **_errors(400, 401, 415, 502, 503)})
+                   responses={201: ConnectionOut, **_errors(400, 401, 413, 415, 502, 503)})
     def create(self, request):
         parsed = ConnectionCreate(data=request.data)
         parsed.is_valid(raise_exception=True)

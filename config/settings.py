@@ -222,9 +222,10 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403. simplejwt's own
-        # class, except that an expired access token says when it expired and where to refresh it.
-        "brokers.token_expiry.ExpiryNamingJWTAuthentication",
+        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403. On the apps'
+        # routes simplejwt's class stands for its password-bound subclass (brokers/authentication.py):
+        # a malformed user_id, a deleted user, a changed password or a log-out everywhere is a 401.
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -245,6 +246,10 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(minutes=JWT_REFRESH_MINUTES),
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    # Every token simplejwt makes (RefreshToken.for_user, here too) carries a digest of the password
+    # hash it was issued under (its `hash_password` claim); the apps refuse it once the password has
+    # changed (brokers/authentication.py). The apps' login route writes the claim in any case.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -300,6 +305,14 @@ EQUITY_ORDERS = {
     # Gates
     "RATE_LIMIT_ORDERS": _env("RATE_LIMIT_ORDERS", "30/m"),
     "RATE_LIMIT_LIVE_DAILY": _int("RATE_LIMIT_LIVE_DAILY", 200),
+    # Failed logins (brokers/login_throttle.py), django-ratelimit fixed windows on the shared cache:
+    # a few per login name, a generous number per client address (an office or a proxy shares one).
+    "RATE_LIMIT_LOGIN_FAILURES_PER_NAME": _env("RATE_LIMIT_LOGIN_FAILURES_PER_NAME", "5/m"),
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS": _env("RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS", "100/m"),
+    # Request bodies (brokers/parsers.py): larger -> 413 PAYLOAD_TOO_LARGE, deeper -> 400
+    # VALIDATION_ERROR. An order is about 300 bytes, 2 levels deep.
+    "MAX_BODY_BYTES": _int("MAX_BODY_BYTES", 64 * 1024),
+    "MAX_JSON_DEPTH": _int("MAX_JSON_DEPTH", 32),
     # RiskManager v2 defaults (fractions, not percents)
     "RISK_MAX_TRADE_RISK_PCT": _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02"),
     "RISK_UNPROTECTED_LOSS_PCT": _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10"),

@@ -244,12 +244,6 @@ class BracketOut(serializers.Serializer):
     stop_loss_limit = _number(allow_null=True, required=False)
 
 
-@extend_schema_serializer(component_name="OrderMetadata")
-class OrderMetadata(serializers.Serializer):
-    report_uuid = serializers.UUIDField(required=False, allow_null=True)
-    stop_limit_price = _number(required=False, allow_null=True)
-
-
 @extend_schema_serializer(component_name="OrderResponse")
 class OrderResponse(serializers.Serializer):
     order_id = serializers.CharField(source="client_order_id", help_text="Equals client_order_id.")
@@ -272,28 +266,6 @@ class OrderResponse(serializers.Serializer):
     updated_at = serializers.DateTimeField(allow_null=True)
     bracket = BracketOut(allow_null=True)
     metadata = serializers.SerializerMethodField()
-    # Additions to the source's fields: a bracket's exits are orders of their own (as Alpaca shows them).
-    legs = serializers.SerializerMethodField(
-        help_text="A bracket order's take-profit (limit) and stop-loss (stop or stop_limit) orders, each an "
-                  "order of its own that can be read and canceled by its ids; empty until the broker shows "
-                  "them (the simulator: once the entry fills; Alpaca: at once, accepted until then) and for "
-                  "every other order. When one fills, the broker cancels the other.")
-    parent_order_id = serializers.SerializerMethodField(
-        help_text="For a bracket leg, the order_id of the bracket order it belongs to; null otherwise. A leg's "
-                  "own order_id is the parent's plus `:tp` (take-profit) or `:sl` (stop-loss).")
-
-    def get_legs(self, order) -> list:
-        rows = getattr(order, "leg_rows", None)
-        if rows is None:  # not read by a selector: a placement's answer
-            rows = list(order.legs.order_by("id")) if order.bracket and not order.is_leg else []
-        return OrderResponse(rows, many=True, context=self.context).data
-
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_parent_order_id(self, order) -> str | None:
-        if not order.is_leg:
-            return None
-        key = getattr(order, "parent_key", None)
-        return key if key is not None else order.parent.client_order_id
 
     def get_metadata(self, order) -> OrderMetadata:
         meta = {}
@@ -301,6 +273,14 @@ class OrderResponse(serializers.Serializer):
             meta["report_uuid"] = str(order.report_uuid)
         if order.order_type == OrderType.STOP_LIMIT and order.limit_price is not None:
             meta["stop_limit_price"] = order.limit_price
+        if order.is_leg:
+            key = getattr(order, "parent_key", None)
+            meta["parent_order_id"] = key if key is not None else order.parent.client_order_id
+        elif order.bracket:
+            rows = getattr(order, "leg_rows", None)
+            if rows is None:  # not read by a selector: a placement's answer
+                rows = list(order.legs.order_by("id"))
+            meta["legs"] = OrderResponse(rows, many=True, context=self.context).data
         return meta
 
     def to_representation(self, instance):
@@ -313,8 +293,23 @@ class OrderResponse(serializers.Serializer):
         return data
 
 
-# Each leg is an OrderResponse: the schema refers to the component itself (declared once it exists).
-extend_schema_field(OrderResponse(many=True))(OrderResponse.get_legs)
+@extend_schema_serializer(component_name="OrderMetadata")
+class OrderMetadata(serializers.Serializer):
+    """OrderResponse.metadata: the source's `report_uuid` and `stop_limit_price`, and a bracket's legs.
+
+    OrderResponse keeps exactly the source's fields (SPEC.md), so what a bracket adds lives here.
+    """
+
+    report_uuid = serializers.UUIDField(required=False, help_text="The report that prompted the order.")
+    stop_limit_price = _number(required=False, help_text="A stop_limit order's limit price.")
+    legs = OrderResponse(many=True, required=False, help_text=(
+        "A bracket order's take-profit (limit) and stop-loss (stop or stop_limit) orders, each an order of its "
+        "own that can be read and canceled by its ids; empty until the broker shows them (the simulator: once "
+        "the entry fills; Alpaca: at once, accepted until then). When one fills, the broker cancels the other. "
+        "Only on a bracket order."))
+    parent_order_id = serializers.CharField(required=False, help_text=(
+        "Only on a bracket leg: the order_id of the bracket order it belongs to. A leg's own order_id is the "
+        "parent's plus `:tp` (take-profit) or `:sl` (stop-loss)."))
 
 
 @extend_schema_serializer(component_name="OrderListResponse", many=False)  # a page object, not an array

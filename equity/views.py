@@ -65,7 +65,7 @@ class OrderViewSet(AppViewPolicy, viewsets.ViewSet):
     @extend_schema(operation_id="place_order", request=PlaceOrderRequest, examples=PLACE_ORDER_EXAMPLES,
                    responses={201: OrderResponse, 200: OpenApiResponse(OrderResponse, description="Idempotent replay"),
                               202: OpenApiResponse(OrderResponse, description="Outcome unknown: status pending"),
-                              **errors(400, 401, 403, 409, 415, 422, 429, 502, 503)})
+                              **errors(400, 401, 403, 409, 413, 415, 422, 429, 502, 503)})
     def create(self, request):
         fields = _parse(PlaceOrderRequest, request.data)
         placed = services.place_order(user=request.user, fields=fields, meta=RequestMeta.of(request))

@@ -75,10 +75,14 @@ def test_the_browsable_api_offers_a_json_form(api_client, sim_crypto):
     assert f'value="{CURL_FORM}"' not in html
 
 
-def test_the_browsable_api_login_form_still_posts_a_form(user):
-    """The token route is where the browsable API offers an HTML form; its form body keeps working."""
+def test_the_browsable_api_offers_no_form_that_would_be_refused(user):
+    """The login route takes JSON only (bounded, brokers/parsers.py), so the browsable API offers its
+    JSON form there and no HTML form that would post a refused form body; the JSON login works."""
     client = APIClient()
-    page = client.get("/api/auth/token", HTTP_ACCEPT="text/html")
-    assert b'name="username"' in page.content
-    resp = client.post("/api/auth/token", {"username": "alice", "password": "pass-1234-word"}, format="multipart")
+    page = client.get("/api/auth/token", HTTP_ACCEPT="text/html").content.decode()
+    assert 'value="application/json"' in page and f'value="{CURL_FORM}"' not in page
+    assert 'enctype="multipart/form-data"' not in page
+    assert_error(client.post("/api/auth/token", {"username": "alice", "password": "pass-1234-word"},
+                             format="multipart"), 415, "UNSUPPORTED_MEDIA_TYPE")
+    resp = client.post("/api/auth/token", {"username": "alice", "password": "pass-1234-word"}, format="json")
     assert resp.status_code == 200 and resp.json()["access"]

@@ -56,11 +56,11 @@ def events(ref) -> list[tuple[str, str]]:
 def test_the_placement_answers_with_the_legs_alpaca_replied(api_client, alpaca):
     body = bracket_buy(api_client)
     assert body["status"] == "accepted" and body["exchange"] == "alpaca"
-    take, stop_loss = body["legs"]
+    take, stop_loss = body["metadata"]["legs"]
     assert set(take) == set(stop_loss) == ORDER_FIELDS
     assert (take["order_id"], take["order_type"], take["limit_price"], take["side"]) == ("a-1:tp", "limit", 205, "sell")
     assert (stop_loss["order_id"], stop_loss["order_type"], stop_loss["stop_price"]) == ("a-1:sl", "stop", 179)
-    assert {take["status"], stop_loss["status"]} == {"accepted"} and take["parent_order_id"] == "a-1"
+    assert {take["status"], stop_loss["status"]} == {"accepted"} and take["metadata"].get("parent_order_id") == "a-1"
     assert [leg["id"] for leg in alpaca.orders[body["broker_order_id"]]["legs"]] == [
         take["broker_order_id"], stop_loss["broker_order_id"]]
     assert events("a-1:tp") == [("leg_opened", "accepted")] and events("a-1:sl") == [("leg_opened", "accepted")]
@@ -70,14 +70,14 @@ def test_legs_are_listed_and_read_by_either_id(api_client, alpaca):
     body = bracket_buy(api_client)
     opened = api_client.get(ORDERS, {**Q, "status": "open"}).json()
     assert {o["order_id"] for o in opened["items"]} == {"a-1", "a-1:tp", "a-1:sl"} and opened["total"] == 3
-    leg_id = body["legs"][1]["broker_order_id"]
+    leg_id = body["metadata"]["legs"][1]["broker_order_id"]
     by_id, by_key = (api_client.get(f"{ORDERS}/{ref}", Q) for ref in (leg_id, "a-1:sl"))
     assert by_id.status_code == by_key.status_code == 200 and by_id.json() == by_key.json()
-    assert by_id.json()["parent_order_id"] == "a-1"
+    assert by_id.json()["metadata"].get("parent_order_id") == "a-1"
 
 
 def test_a_stop_limit_stop_loss_is_a_stop_limit_leg(api_client, alpaca):
-    leg = bracket_buy(api_client, stop_loss_limit=178.5)["legs"][1]
+    leg = bracket_buy(api_client, stop_loss_limit=178.5)["metadata"]["legs"][1]
     assert (leg["order_type"], leg["stop_price"], leg["limit_price"]) == ("stop_limit", 179, 178.5)
     assert leg["metadata"]["stop_limit_price"] == 178.5
 
@@ -100,8 +100,8 @@ def test_cancelling_one_leg_cancels_that_leg_only(api_client, alpaca):
     assert api_client.delete(f"{ORDERS}/a-1:tp?asset_class=us_equity").status_code == 204
     got = api_client.get(f"{ORDERS}/a-1", Q).json()
     assert got["status"] == "filled"
-    assert [(leg["order_id"], leg["status"]) for leg in got["legs"]] == [("a-1:tp", "canceled"), ("a-1:sl", "accepted")]
-    assert alpaca.legs[body["legs"][1]["broker_order_id"]]["status"] == "new"
+    assert [(leg["order_id"], leg["status"]) for leg in got["metadata"]["legs"]] == [("a-1:tp", "canceled"), ("a-1:sl", "accepted")]
+    assert alpaca.legs[body["metadata"]["legs"][1]["broker_order_id"]]["status"] == "new"
     assert events("a-1:tp")[-1] == ("canceled", "canceled")
 
 
@@ -110,7 +110,7 @@ def test_cancelling_a_filled_parent_cancels_its_open_legs(api_client, alpaca):
     alpaca.set_price("AAPL", "188")
     assert api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity").status_code == 204
     got = api_client.get(f"{ORDERS}/a-1", Q).json()
-    assert got["status"] == "filled" and {leg["status"] for leg in got["legs"]} == {"canceled"}
+    assert got["status"] == "filled" and {leg["status"] for leg in got["metadata"]["legs"]} == {"canceled"}
     assert events("a-1:tp")[-1] == ("canceled", "canceled") and events("a-1:sl")[-1] == ("canceled", "canceled")
 
 
@@ -118,7 +118,7 @@ def test_cancelling_an_unfilled_parent_takes_its_held_legs_along(api_client, alp
     bracket_buy(api_client)
     assert api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity").status_code == 204
     got = api_client.get(f"{ORDERS}/a-1", Q).json()
-    assert got["status"] == "canceled" and {leg["status"] for leg in got["legs"]} == {"canceled"}
+    assert got["status"] == "canceled" and {leg["status"] for leg in got["metadata"]["legs"]} == {"canceled"}
     assert events("a-1")[-1] == ("canceled", "canceled")
     assert events("a-1:tp")[-1] == ("leg_ended", "canceled")  # Alpaca dropped it with its entry
     assert_error(api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity"), 422, "BROKER_REJECTED")
@@ -127,7 +127,7 @@ def test_cancelling_an_unfilled_parent_takes_its_held_legs_along(api_client, alp
 def test_another_users_alpaca_leg_is_404(api_client, alpaca, make_client, other_user):
     body = bracket_buy(api_client)
     bob = make_client(other_user)
-    for ref in (body["legs"][0]["broker_order_id"], "a-1:tp"):
+    for ref in (body["metadata"]["legs"][0]["broker_order_id"], "a-1:tp"):
         assert_error(bob.get(f"{ORDERS}/{ref}", Q), 404, "ORDER_NOT_FOUND")
         assert_error(bob.delete(f"{ORDERS}/{ref}?asset_class=us_equity"), 404, "ORDER_NOT_FOUND")
 
@@ -135,11 +135,11 @@ def test_another_users_alpaca_leg_is_404(api_client, alpaca, make_client, other_
 def test_a_leg_alpaca_will_not_cancel_does_not_stop_the_other_and_its_refusal_is_the_answer(api_client, alpaca):
     body = bracket_buy(api_client)
     alpaca.set_price("AAPL", "188")
-    alpaca.not_cancelable.add(body["legs"][0]["broker_order_id"])
+    alpaca.not_cancelable.add(body["metadata"]["legs"][0]["broker_order_id"])
     assert_error(api_client.delete(f"{ORDERS}/a-1?asset_class=us_equity"), 422, "BROKER_REJECTED")
     assert events("a-1:tp")[-1] == ("cancel_rejected", "accepted")
     assert events("a-1:sl")[-1] == ("canceled", "canceled")
-    assert alpaca.legs[body["legs"][1]["broker_order_id"]]["status"] == "canceled"
+    assert alpaca.legs[body["metadata"]["legs"][1]["broker_order_id"]]["status"] == "canceled"
 
 
 def test_a_bracket_cancel_whose_keys_are_refused_is_403_audited_and_never_a_500(api_client, alpaca):

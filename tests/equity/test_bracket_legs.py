@@ -62,7 +62,7 @@ def test_a_resting_bracket_order_has_no_legs_yet(api_client, sim_crypto):
     assert placed.status_code == 201
     body = placed.json()
     assert set(body) == ORDER_FIELDS
-    assert body["status"] == "accepted" and body["legs"] == [] and body["parent_order_id"] is None
+    assert body["status"] == "accepted" and body["metadata"]["legs"] == [] and body["metadata"].get("parent_order_id") is None
     opened = listed(api_client, status="open")
     assert [o["order_id"] for o in opened["items"]] == ["b-1"] and opened["total"] == 1
 
@@ -76,7 +76,7 @@ def test_once_the_entry_fills_both_legs_are_open_orders_of_their_own(api_client,
     take, stop_loss = legs["b-1:tp"], legs["b-1:sl"]
     for leg in (take, stop_loss):
         assert set(leg) == ORDER_FIELDS
-        assert leg["parent_order_id"] == "b-1" and leg["status"] == "accepted" and leg["legs"] == []
+        assert leg["metadata"].get("parent_order_id") == "b-1" and leg["status"] == "accepted" and "legs" not in leg["metadata"]
         assert leg["side"] == "sell" and leg["qty"] == 0.01 and leg["exchange"] == "sim" and leg["currency"] == "USD"
         assert leg["broker_order_id"].startswith("sim-") and leg["broker_order_id"] != parent["broker_order_id"]
         assert leg["client_order_id"] == leg["order_id"] and leg["bracket"] is None
@@ -84,11 +84,11 @@ def test_once_the_entry_fills_both_legs_are_open_orders_of_their_own(api_client,
     assert (stop_loss["order_type"], stop_loss["limit_price"], stop_loss["stop_price"]) == ("stop", None, 44000)
 
     got = get(api_client, "b-1").json()
-    assert got["status"] == "filled" and got["parent_order_id"] is None
-    assert [(leg["order_id"], leg["status"]) for leg in got["legs"]] == [("b-1:tp", "accepted"), ("b-1:sl", "accepted")]
+    assert got["status"] == "filled" and got["metadata"].get("parent_order_id") is None
+    assert [(leg["order_id"], leg["status"]) for leg in got["metadata"]["legs"]] == [("b-1:tp", "accepted"), ("b-1:sl", "accepted")]
     everything = listed(api_client)
     assert everything["total"] == 3 == len(everything["items"])
-    assert [o["legs"] for o in everything["items"] if o["order_id"] == "b-1"] == [got["legs"]]
+    assert [o["metadata"]["legs"] for o in everything["items"] if o["order_id"] == "b-1"] == [got["metadata"]["legs"]]
     assert events("b-1:tp") == [("leg_opened", "accepted")] and events("b-1:sl") == [("leg_opened", "accepted")]
 
 
@@ -98,7 +98,7 @@ def test_a_leg_is_read_by_its_broker_order_id_and_by_its_order_id(api_client, si
     by_key = get(api_client, "b-1:sl")  # the first read of the parent's family mirrors the legs
     assert by_key.status_code == 200, by_key.content
     leg = by_key.json()
-    assert leg["order_id"] == "b-1:sl" and leg["parent_order_id"] == "b-1" and leg["order_type"] == "stop"
+    assert leg["order_id"] == "b-1:sl" and leg["metadata"].get("parent_order_id") == "b-1" and leg["order_type"] == "stop"
     by_broker = get(api_client, leg["broker_order_id"])
     assert by_broker.status_code == 200 and by_broker.json() == leg
 
@@ -106,7 +106,7 @@ def test_a_leg_is_read_by_its_broker_order_id_and_by_its_order_id(api_client, si
 def test_a_marketable_bracket_answers_201_with_its_legs(api_client, sim_crypto):
     body = place(api_client, bracket_buy(limit_price=50500)).json()
     assert body["status"] == "filled"
-    assert [(leg["order_id"], leg["status"], leg["parent_order_id"]) for leg in body["legs"]] == [
+    assert [(leg["order_id"], leg["status"], leg["metadata"].get("parent_order_id")) for leg in body["metadata"]["legs"]] == [
         ("b-1:tp", "accepted", "b-1"), ("b-1:sl", "accepted", "b-1")]
 
 
@@ -139,7 +139,7 @@ def test_take_profit_fills_the_stop_loss_is_canceled_and_the_audit_log_shows_bot
     fill_entry()
     listed(api_client)  # the legs are seen open
     set_quote("crypto", "BTC/USD", "52500")
-    legs = {o["order_id"]: o for o in listed(api_client)["items"] if o["parent_order_id"]}
+    legs = {o["order_id"]: o for o in listed(api_client)["items"] if o["metadata"].get("parent_order_id")}
     assert legs["b-1:tp"]["status"] == "filled" and legs["b-1:tp"]["avg_fill_price"] == 52000
     assert legs["b-1:sl"]["status"] == "canceled"
     assert events("b-1:tp") == [("leg_opened", "accepted"), ("leg_filled", "filled")]
@@ -156,7 +156,7 @@ def test_legs_that_ended_before_anyone_looked_are_audited_opened_and_ended(api_c
     fill_entry()
     set_quote("crypto", "BTC/USD", "43000")  # the stop-loss fills before any read
     got = get(api_client, "b-1").json()
-    assert [(leg["order_id"], leg["status"]) for leg in got["legs"]] == [("b-1:tp", "canceled"), ("b-1:sl", "filled")]
+    assert [(leg["order_id"], leg["status"]) for leg in got["metadata"]["legs"]] == [("b-1:tp", "canceled"), ("b-1:sl", "filled")]
     assert events("b-1:sl") == [("leg_opened", "filled"), ("leg_filled", "filled")]
     assert events("b-1:tp") == [("leg_opened", "canceled"), ("leg_ended", "canceled")]
 
@@ -167,7 +167,7 @@ def test_cancelling_the_parent_cancels_its_open_legs(api_client, sim_crypto):
     assert delete(api_client, "b-1").status_code == 204
     got = get(api_client, "b-1").json()
     assert got["status"] == "filled"  # the entry had filled; what was still open is canceled
-    assert {leg["status"] for leg in got["legs"]} == {"canceled"}
+    assert {leg["status"] for leg in got["metadata"]["legs"]} == {"canceled"}
     assert events("b-1:tp")[-1] == ("canceled", "canceled") and events("b-1:sl")[-1] == ("canceled", "canceled")
     assert SimAccount.objects.get().reserved_cash == 0
     assert_error(delete(api_client, "b-1"), 422, "BROKER_REJECTED")  # nothing is open any more
@@ -179,7 +179,7 @@ def test_cancelling_an_unfilled_parent_cancels_it_and_no_leg_ever_opens(api_clie
     assert delete(api_client, "b-1").status_code == 204
     fill_entry()
     got = get(api_client, "b-1").json()
-    assert got["status"] == "canceled" and got["legs"] == []
+    assert got["status"] == "canceled" and got["metadata"]["legs"] == []
     assert [kind for kind, _ in events("b-1")] == ["submitted", "placed", "canceled"]
 
 
@@ -205,7 +205,7 @@ def test_a_leg_order_id_taken_by_the_users_own_key_gets_another_valid_one(api_cl
     place(api_client, crypto_market(qty=0.001, client_order_id="b-1:tp"))
     place(api_client, bracket_buy())
     fill_entry()
-    take = next(o for o in get(api_client, "b-1").json()["legs"] if o["order_type"] == "limit")
+    take = next(o for o in get(api_client, "b-1").json()["metadata"]["legs"] if o["order_type"] == "limit")
     assert take["order_id"] != "b-1:tp" and take["order_id"].startswith("b-1.") and take["order_id"].endswith(":tp")
     assert get(api_client, take["order_id"]).json()["broker_order_id"] == take["broker_order_id"]
     assert get(api_client, "b-1:tp").json()["order_type"] == "market"  # the user's own order is untouched
@@ -215,7 +215,7 @@ def test_leg_order_ids_of_a_64_character_key_are_valid_keys_too(api_client, sim_
     key = "k" * 64
     place(api_client, bracket_buy(key=key))
     fill_entry()
-    ids = [leg["order_id"] for leg in get(api_client, key).json()["legs"]]
+    ids = [leg["order_id"] for leg in get(api_client, key).json()["metadata"]["legs"]]
     assert len(ids) == 2 and all(len(i) <= 64 and i.endswith((":tp", ":sl")) for i in ids)
     assert all(get(api_client, i).status_code == 200 for i in ids)
 

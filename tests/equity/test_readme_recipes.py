@@ -42,7 +42,7 @@ def test_the_walk_through_again_replays_the_filled_bracket_and_its_cancels_answe
     assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
     replayed = again.json()
     assert replayed["status"] == "filled"
-    assert sorted((leg["order_id"], leg["status"]) for leg in replayed["legs"]) == [
+    assert sorted((leg["order_id"], leg["status"]) for leg in replayed["metadata"]["legs"]) == [
         ("walkthrough-1:sl", "canceled"), ("walkthrough-1:tp", "canceled")]
     for path, detail in (("walkthrough-1:tp", "order is already canceled"),
                          ("walkthrough-1", "order is already filled")):
