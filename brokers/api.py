@@ -73,6 +73,16 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, (DatabaseError, InterfaceError)) and not isinstance(exc, _REFUSED_BY_THE_DATABASE)
 
 
+def _unsupported_media_type_detail(context) -> str:
+    """Which type the route takes, and which one came: a form body (curl without -H 'Content-Type:
+    application/json') is the usual mistake, and used to be answered as an unknown field."""
+    request = context.get("request")
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or [BoundedJSONParser]]
+    sent = (getattr(request, "content_type", "") or "").split(";")[0].strip()[:100] or "none"
+    expected = " or ".join(accepted)
+    return f"The body must be {expected}: add the header 'Content-Type: {accepted[0]}' (this request sent {sent})."
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         set_rollback()
@@ -93,6 +103,10 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return Response(error_body("UNSUPPORTED_MEDIA_TYPE", _unsupported_media_type_detail(context)),
+                        status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
 
     if isinstance(exc, exceptions.APIException):
         code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")

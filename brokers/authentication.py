@@ -26,13 +26,14 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from brokers.login_throttle import give_back, take_login_slots
+from brokers.token_expiry import expired_access_token_refusal
 
 GENERATION_CLAIM = "token_generation"
 
@@ -108,7 +109,17 @@ def issue_refresh_token(user):
 
 
 class PasswordBoundJWTAuthentication(JWTAuthentication):
-    """simplejwt's bearer authentication, with every token checked by `user_for_token`."""
+    """simplejwt's bearer authentication, with every token checked by `user_for_token`; an expired
+    access token's 401 says when it expired and where to refresh it (brokers.token_expiry)."""
+
+    def get_validated_token(self, raw_token):
+        try:
+            return super().get_validated_token(raw_token)
+        except InvalidToken:
+            refusal = expired_access_token_refusal(raw_token)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     def get_user(self, validated_token):
         return user_for_token(validated_token)

@@ -15,6 +15,7 @@ from rest_framework_simplejwt import views as jwt_views
 
 from brokers.api import AppViewPolicy
 from brokers.authentication import LoginSerializer, RefreshSerializer
+from brokers.reference import describe_status
 from brokers.serializers import ErrorResponse
 
 
@@ -44,12 +45,9 @@ class AccessTokenResponse(serializers.Serializer):
     refresh = serializers.CharField(required=False, help_text="Only when refresh tokens rotate.")
 
 
-_TOKEN_ERRORS = {400: OpenApiResponse(ErrorResponse, description="VALIDATION_ERROR"),
-                 401: OpenApiResponse(ErrorResponse, description="NOT_AUTHENTICATED: wrong credentials or token"),
-                 413: OpenApiResponse(ErrorResponse, description="PAYLOAD_TOO_LARGE"),
-                 415: OpenApiResponse(ErrorResponse, description="UNSUPPORTED_MEDIA_TYPE"),
-                 503: OpenApiResponse(ErrorResponse, description="SERVICE_UNAVAILABLE")}
-_LOGIN_THROTTLED = {429: OpenApiResponse(ErrorResponse, description="RATE_LIMIT_EXCEEDED: too many failed logins")}
+_TOKEN_ERRORS = {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in (400, 401, 413, 415, 503)}
+_LOGIN_THROTTLED = {429: OpenApiResponse(ErrorResponse, description="`RATE_LIMIT_EXCEEDED`: too many failed logins "
+                                                                    "(header `Retry-After`).")}
 
 
 class _PublicTokenRoute(AppViewPolicy):

@@ -5,13 +5,14 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from brokers import services
+from brokers.reference import describe_status
 from brokers.models import BrokerAccount
 from brokers.api import AppViewPolicy
 from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut, ErrorResponse
 
 
-def _errors(*codes):
-    return {c: OpenApiResponse(ErrorResponse) for c in codes}
+def _errors(*statuses):
+    return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
 class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):

@@ -103,6 +103,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "brokers.request_log.RequestLogMiddleware",  # first: one line per request, with the final status
     "brokers.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -265,6 +266,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
     "PREPROCESSING_HOOKS": ["brokers.api.document_paths_without_trailing_slash"],
+    # The apps' reference of codes, statuses and filters (brokers/reference.py) under the description.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "brokers.reference.add_reference_to_schema"],
     "ENUM_NAME_OVERRIDES": {},
 }
 
@@ -326,10 +330,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # brokers.request_log writes one line per request ("equity.requests"); Django's own request lines
+    # would repeat every 4xx and 5xx (django.request) and every request under runserver (django.server),
+    # so of those only the records that carry a traceback (an unhandled exception) are kept.
+    "filters": {"only_tracebacks": {"()": "django.utils.log.CallbackFilter",
+                                    "callback": "ext://brokers.request_log.only_tracebacks"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {
-        "django.server": {"level": "WARNING"},
+        "django.request": {"filters": ["only_tracebacks"]},
+        "django.server": {"filters": ["only_tracebacks"]},
         # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
         "urllib3": {"level": "WARNING"},
     },

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from audit.services import RequestMeta
 from brokers.api import AppViewPolicy
+from brokers.reference import describe_status
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
 from equity import controls, selectors, services
@@ -21,14 +22,9 @@ from equity.serializers import (AccountResponse, CancelAllResponse, ErrorRespons
 from risk.models import KillSwitch
 
 
-def errors(*codes: int) -> dict:
-    text = {400: "VALIDATION_ERROR", 401: "NOT_AUTHENTICATED",
-            403: "BROKER_NOT_CONFIGURED, LIVE_NOT_ENABLED, TRADING_HALTED", 404: "ORDER_NOT_FOUND",
-            409: "IDEMPOTENCY_IN_PROGRESS", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-            422: "RISK_RULE_VIOLATION, MARKET_CLOSED, INSUFFICIENT_FUNDS, BROKER_REJECTED, VALIDATION_ERROR",
-            429: "RATE_LIMIT_EXCEEDED, RATE_LIMIT_LIVE_DAILY", 502: "BROKER_UNAVAILABLE",
-            503: "FEATURE_DISABLED, SERVICE_UNAVAILABLE"}
-    return {c: OpenApiResponse(ErrorResponse, description=text.get(c, "")) for c in codes}
+def errors(*statuses: int) -> dict:
+    """The error responses of an operation, each described with its codes and their meaning."""
+    return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
 READ_ERRORS = errors(400, 401, 403, 404, 502, 503)
