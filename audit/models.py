@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class EventType(models.TextChoices):
@@ -17,6 +18,8 @@ class EventType(models.TextChoices):
     LEG_OPENED = "leg_opened"
     LEG_FILLED = "leg_filled"
     LEG_ENDED = "leg_ended"  # canceled by the broker (the other leg filled), expired or rejected: see status
+    KILL_SWITCH_SET = "kill_switch_set"  # a kill switch set or changed (API, admin, manage.py kill_switch)
+    KILL_SWITCH_RELEASED = "kill_switch_released"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -35,10 +38,16 @@ class BrokerOrderEvent(models.Model):
     DELETE and TRUNCATE in the database itself. A service role set up by `manage.py audit_grants`
     holds no UPDATE, DELETE or TRUNCATE privilege on the table either, and is not its owner, so it
     cannot disable the trigger.
+
+    Tamper-evident: each row carries `prev_hash` (the previous row's `hash` in its user's chain, or
+    GENESIS_HASH for the first) and `hash` = SHA-256 of prev_hash + the canonical JSON of the row's
+    own content (audit.chain). record_order_event locks the chain's head (AuditChainHead) while it
+    adds a row, so a chain never forks. `user` is null only for the operators' global kill switch
+    events, which form a chain of their own.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="order_events",
-                             db_constraint=False)
+                             db_constraint=False, null=True, blank=True)
     event_type = models.CharField(max_length=20, choices=EventType.choices)
     asset_class = models.CharField(max_length=16, blank=True, default="")
     exchange = models.CharField(max_length=16, blank=True, default="")
@@ -63,7 +72,10 @@ class BrokerOrderEvent(models.Model):
     client_request_id = models.CharField(max_length=64, blank=True, default="")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     first_live_order = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by record_order_event before the row is hashed (not auto_now_add, which would be set after).
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -90,3 +102,21 @@ class BrokerOrderEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("broker_order_events is append-only")
+
+
+class AuditChainHead(models.Model):
+    """The last row of one user's audit chain. Locked (SELECT … FOR UPDATE) while a row is added.
+
+    Not part of the append-only log: it is updated in the transaction of every new row. `chain` is
+    "user:<pk>" or "global" (the operators' global kill switch events), so no FK to the user model
+    is needed whatever its key type.
+    """
+
+    chain = models.CharField(max_length=80, unique=True)
+    last_event_id = models.BigIntegerField(null=True, blank=True)
+    hash = models.CharField(max_length=64)
+    length = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.chain}: {self.length} rows, head {self.hash[:12]}"

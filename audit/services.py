@@ -5,10 +5,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from audit.models import BrokerOrderEvent, EventType
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit import chain
+from audit.models import AuditChainHead, BrokerOrderEvent, EventType
 from brokers.conf import conf
 
 # Account numbers count as secrets under each broker's name for them: account_no (ours, KIS),
@@ -111,21 +116,49 @@ def scrub(value):
 _SAFE_KEYS = {"client_order_id", "broker_order_id", "broker_client_id"}
 
 
-def record_order_event(*, user_id: int, event_type: EventType, meta: RequestMeta | None = None,
+def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | None = None,
                        error=None, first_live_order: bool = False, broker_reply: dict | None = None,
                        **fields) -> BrokerOrderEvent:
-    """Append one audit row. Call it inside the transaction that changes the order's own state."""
+    """Append one audit row to its user's hash chain. Call it inside the transaction that changes
+    the order's own state (it opens a savepoint of its own otherwise).
+
+    The chain head is locked first (SELECT … FOR UPDATE), so two rows of one user are chained one
+    after the other, never onto the same predecessor. Callers take it last, after their own row
+    locks, so the head never waits on a lock its holder needs.
+    """
     meta = meta or RequestMeta()
     if error is not None:
         fields.setdefault("error_code", error.code)
         fields.setdefault("error_detail", error.detail[:2000])
         if getattr(error, "risk_rule", None):
             fields.setdefault("risk_rule", error.risk_rule)
-    return BrokerOrderEvent.objects.create(
+    event = BrokerOrderEvent(
         user_id=user_id, event_type=event_type, request_id=meta.request_id,
         client_request_id=meta.client_request_id, client_ip=meta.client_ip,
         request_body=meta.body or {}, broker_reply=scrub(broker_reply or {}), first_live_order=first_live_order,
         **{k: ("" if v is None and k not in _NULLABLE else v) for k, v in fields.items()})
+    # Inside the caller's transaction the head's lock lasts until its commit, and a failed INSERT
+    # rolls back with the caller's block; only in autocommit does it need a transaction of its own.
+    with transaction.atomic() if transaction.get_autocommit() else nullcontext():
+        head = _lock_head(chain.chain_key(user_id))
+        event.created_at = timezone.now()
+        chain.seal(event, head.hash)
+        event.save(force_insert=True)
+        AuditChainHead.objects.filter(pk=head.pk).update(last_event_id=event.pk, hash=event.hash,
+                                                          length=head.length + 1, updated_at=event.created_at)
+    return event
+
+
+def _lock_head(key: str) -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(chain=key).first()
+    if head is not None:
+        return head
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent first row may win the INSERT
+            AuditChainHead.objects.create(chain=key, hash=chain.GENESIS_HASH)
+    except IntegrityError:
+        pass
+    return AuditChainHead.objects.select_for_update().get(chain=key)
 
 
 _NULLABLE = {"qty", "report_uuid", "client_ip"}

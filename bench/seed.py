@@ -125,6 +125,34 @@ def _users(names: list[str]):
     return {u.username: u for u in User.objects.filter(username__in=names)}
 
 
+def _chain(events: list[dict]) -> dict:
+    """Hash-chain the seeded audit rows per user, in the order COPY gives them their ids (audit.chain),
+    so that verify_audit passes on a seeded database and new rows chain onto the seeded ones."""
+    from audit import chain
+    from audit.models import BrokerOrderEvent
+
+    heads: dict = {}
+    for row in events:
+        event = BrokerOrderEvent(**row)
+        chain.seal(event, heads.get(row["user_id"], (chain.GENESIS_HASH, 0))[0])
+        row["prev_hash"], row["hash"] = event.prev_hash, event.hash
+        heads[row["user_id"]] = (event.hash, heads.get(row["user_id"], ("", 0))[1] + 1)
+    return heads
+
+
+def _store_heads(heads: dict) -> None:
+    from django.db.models import Max
+
+    from audit import chain
+    from audit.models import AuditChainHead, BrokerOrderEvent
+
+    last = dict(BrokerOrderEvent.objects.filter(user_id__in=list(heads)).values("user_id")
+                .annotate(last=Max("id")).values_list("user_id", "last"))
+    AuditChainHead.objects.bulk_create([
+        AuditChainHead(chain=chain.chain_key(user_id), hash=digest, length=length, last_event_id=last[user_id])
+        for user_id, (digest, length) in heads.items()])
+
+
 def seed_project() -> dict:
     from django.db import transaction
     from django.utils import timezone
@@ -198,10 +226,12 @@ def seed_project() -> dict:
     for name, count in LIST_SIZES.items():
         add_orders(name, count)
 
+    heads = _chain(events)
     with transaction.atomic():
         _copy(SimOrder, sims)
         _copy(Order, orders)
         _copy(BrokerOrderEvent, events)
+        _store_heads(heads)
         for name in post_names:
             _, account = accounts[name]
             SimPosition.objects.create(account=account, symbol="BTC/USD", qty=Decimal("0.5"),

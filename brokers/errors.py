@@ -75,6 +75,13 @@ class IdempotencyConflict(DomainError):
                                          "client_order_id was already used with a different request.")
 
 
+class KillSwitchInForce(DomainError):
+    """A user's own kill switch before its `until`, or one an operator set: only an operator may release it."""
+
+    code, status_code, default_detail = ("VALIDATION_ERROR", 422,
+                                         "This kill switch stays in force; only an operator can release it now.")
+
+
 class RiskRuleViolation(DomainError):
     code, status_code, default_detail = "RISK_RULE_VIOLATION", 422, "A risk rule refused the order."
 

@@ -61,38 +61,54 @@ def check_flags(*, user, live: bool, http_request: HttpRequest | None = None) ->
         raise LiveNotEnabled("Live trading is not enabled for your account; an operator must enable it.")
 
 
-def check_rate(*, user, live: bool, http_request: HttpRequest | None = None) -> None:
-    """Gate 2. Counts every request that reaches it, whatever happens to it later."""
+def check_rate(*, user, live: bool, http_request: HttpRequest | None = None, count: bool = True) -> dict:
+    """Gate 2. Counts every request that reaches it, whatever happens to it later.
+
+    count=False (a what-if) only reads the counters: it raises what the next placement would get
+    and counts nothing. Returns the numbers: remaining placements in the window and the seconds to
+    its end, and for live orders the same of the UTC day.
+    """
     unavailable = ServiceUnavailable("Rate limiting is unavailable; no order was sent. Retry shortly.")
     try:
         usage = get_usage(_request_for(user, http_request), group=RATE_GROUP, key=lambda group, request: str(user.pk),
-                          rate=conf.RATE_LIMIT_ORDERS, increment=True)
+                          rate=conf.RATE_LIMIT_ORDERS, increment=count)
     except Exception as exc:
         logger.warning("rate-limit cache unavailable: %s", exc.__class__.__name__)
         raise unavailable from exc
-    if usage is not None and usage["should_limit"]:
-        if usage["time_left"] < 0:  # django-ratelimit's sign that the cache failed (fail closed)
+    numbers = {"limit": None, "remaining": None, "reset_in_seconds": None}
+    if usage is not None:
+        if usage["time_left"] < 0 and usage["should_limit"]:  # django-ratelimit's sign that the cache failed
             raise unavailable
+        used = usage["count"] if count else usage["count"] + 1  # with this request
         retry = max(1, usage["time_left"])
-        raise RateLimitExceeded(f"More than {conf.RATE_LIMIT_ORDERS} order requests; retry in {retry} s.",
-                                headers={"Retry-After": str(retry)})
+        numbers = {"limit": usage["limit"], "remaining": max(0, usage["limit"] - used), "reset_in_seconds": retry}
+        if used > usage["limit"]:
+            raise RateLimitExceeded(f"More than {conf.RATE_LIMIT_ORDERS} order requests; retry in {retry} s.",
+                                    headers={"Retry-After": str(retry)})
     if live:
-        _count_live_today(user)
+        numbers.update(_count_live_today(user, count=count))
+    return numbers
 
 
-def _count_live_today(user) -> None:
+def _count_live_today(user, *, count: bool = True) -> dict:
     now = datetime.now(UTC)
     key = f"equity:live-daily:{user.pk}:{now:%Y-%m-%d}"
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]  # django-ratelimit's own setting, its default
     try:
-        cache.add(key, 0, timeout=2 * 24 * 3600)
-        count = cache.incr(key)
+        if count:
+            cache.add(key, 0, timeout=2 * 24 * 3600)
+            used = cache.incr(key)
+        else:
+            used = int(cache.get(key, 0)) + 1
     except Exception as exc:
         logger.warning("live daily counter unavailable: %s", exc.__class__.__name__)
         raise ServiceUnavailable("Rate limiting is unavailable; no order was sent. Retry shortly.") from exc
-    if count > conf.RATE_LIMIT_LIVE_DAILY:
-        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        retry = max(1, int((midnight - now).total_seconds()))
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    retry = max(1, int((midnight - now).total_seconds()))
+    if used > conf.RATE_LIMIT_LIVE_DAILY:
         raise LiveDailyLimitExceeded(
             f"The daily cap of {conf.RATE_LIMIT_LIVE_DAILY} live orders is reached; it resets at 00:00 UTC.",
             headers={"Retry-After": str(retry)})
+    return {"live_daily_limit": conf.RATE_LIMIT_LIVE_DAILY,
+            "live_daily_remaining": max(0, conf.RATE_LIMIT_LIVE_DAILY - used),
+            "live_daily_reset_in_seconds": retry}

@@ -353,3 +353,149 @@ class AccountResponse(serializers.Serializer):
     currency = serializers.CharField()
     as_of = serializers.DateTimeField()
     metadata = serializers.DictField()
+
+
+# --- Trader controls ----------------------------------------------------------------------------
+
+@extend_schema_serializer(component_name="CancelFailure")
+class CancelFailure(serializers.Serializer):
+    order_id = serializers.CharField()
+    code = serializers.CharField(help_text="The code a single cancel would have answered, e.g. BROKER_UNAVAILABLE.")
+    detail = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="CancelAllResponse")
+class CancelAllResponse(serializers.Serializer):
+    canceled = serializers.ListField(child=serializers.CharField(), help_text="order_id of each canceled order.")
+    failed = CancelFailure(many=True, help_text="Orders that could not be canceled, each with its reason.")
+
+
+KILL_SWITCH_MODES = ("halted", "reducing")
+
+
+@extend_schema_serializer(component_name="KillSwitchRequest")
+class KillSwitchRequest(StrictSerializer):
+    mode = NamedChoiceField(choices=KILL_SWITCH_MODES, enum_name="KillSwitchModeEnum",
+                            help_text="halted: no placement; reducing: only orders that reduce a position.")
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], enum_name="AssetClassEnum",
+                                   required=False, allow_null=True, default=None,
+                                   help_text="null: every asset class.")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    until = serializers.DateTimeField(required=False, allow_null=True, default=None,
+                                      help_text="The switch lapses then; before it you cannot release it. "
+                                                "null: until released.")
+    # No serializer default (see PlaceOrderRequest.live_mode): omitted means false.
+    cancel_open = serializers.BooleanField(required=False, help_text="Also cancel the open orders it covers. "
+                                                                      "Default: false.")
+
+
+@extend_schema_serializer(component_name="KillSwitch")
+class KillSwitchResponse(serializers.Serializer):
+    mode = NamedChoiceField(choices=KILL_SWITCH_MODES, enum_name="KillSwitchModeEnum")
+    asset_class = serializers.CharField(allow_null=True, help_text="null: every asset class.")
+    scope = NamedChoiceField(choices=["user", "global"], enum_name="KillSwitchScopeEnum",
+                             help_text="user: yours; global: set by an operator for every user.")
+    reason = serializers.CharField(allow_blank=True)
+    until = serializers.DateTimeField(allow_null=True)
+    set_by = serializers.CharField()
+    set_at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(component_name="KillSwitchSetResponse")
+class KillSwitchSetResponse(KillSwitchResponse):
+    cancel_all = CancelAllResponse(allow_null=True, help_text="The cancel-all result when cancel_open was true.")
+
+
+@extend_schema_serializer(component_name="KillSwitchListResponse", many=False)  # an object, not an array
+class KillSwitchListResponse(serializers.Serializer):
+    items = KillSwitchResponse(many=True, help_text="Every switch in force that covers you, global ones too.")
+
+
+class KillSwitchQuery(serializers.Serializer):
+    asset_class = NamedChoiceField(choices=[a.value for a in AssetClass], required=False, enum_name="AssetClassEnum",
+                                   help_text="The switch's asset class; omitted: the all-asset-classes switch.")
+
+
+CHECK_NAMES = ("feature_flag", "rate_limit", "broker_connection", "kill_switch", "market_hours", "funds",
+               "daily_loss", "trade_risk", "broker")
+
+
+def _opt_number(help_text=""):
+    return _number(required=False, allow_null=True, help_text=help_text)
+
+
+def _opt_text(help_text=""):
+    return serializers.CharField(required=False, allow_null=True, help_text=help_text)
+
+
+def _opt_bool(help_text=""):
+    return serializers.BooleanField(required=False, allow_null=True, help_text=help_text)
+
+
+def _opt_int(help_text=""):
+    return serializers.IntegerField(required=False, allow_null=True, help_text=help_text)
+
+
+@extend_schema_serializer(component_name="OrderCheck")
+class OrderCheckEntry(serializers.Serializer):
+    """One gate or risk rule; the numbers present are those of its kind."""
+
+    name = NamedChoiceField(choices=CHECK_NAMES, enum_name="OrderCheckNameEnum",
+                            help_text="A gate (feature_flag, rate_limit, broker_connection) or a risk rule; broker: "
+                                      "the broker could not answer.")
+    ok = serializers.BooleanField()
+    code = serializers.CharField(allow_null=True, help_text="The code of its refusal; null when ok.")
+    detail = serializers.CharField(allow_null=True)
+    # feature_flag, rate_limit
+    live = _opt_bool()
+    limit = _opt_int("rate_limit: placements per window.")
+    remaining = _opt_int("rate_limit: placements left in the window after this one.")
+    reset_in_seconds = _opt_int("rate_limit: seconds to the window's end.")
+    live_daily_limit = _opt_int()
+    live_daily_remaining = _opt_int()
+    live_daily_reset_in_seconds = _opt_int()
+    # broker_connection
+    exchange = _opt_text()
+    environment = _opt_text()
+    # kill_switch
+    mode = _opt_text("kill_switch: halted, reducing, or null (none in force).")
+    scope = _opt_text("kill_switch: user or global.")
+    asset_class = _opt_text()
+    reason = _opt_text()
+    until = _opt_text("ISO-8601 UTC.")
+    set_by = _opt_text()
+    # market_hours
+    calendar = _opt_text("market_hours: the exchange calendar (XNYS, XKRX), null for crypto.")
+    open = _opt_bool("market_hours: open now.")
+    closes_at = _opt_text("market_hours: ISO-8601 UTC, when open.")
+    next_open = _opt_text("market_hours: ISO-8601 UTC, when closed.")
+    # funds
+    buying_power = _opt_number()
+    notional = _opt_number()
+    entry = _opt_number("The entry price used: limit, else stop, else the latest price.")
+    currency = _opt_text()
+    held_qty = _opt_number()
+    qty = _opt_number()
+    shorting_allowed = _opt_bool()
+    # daily_loss, trade_risk
+    reduce_only = _opt_bool("The order only reduces a position (the rule does not apply).")
+    baseline = _opt_number("daily_loss: equity at the start of the day.")
+    baseline_source = _opt_text()
+    equity = _opt_number()
+    change_pct = _opt_number("daily_loss: percent change since the start of the day.")
+    limit_pct = _opt_number("The rule's limit, in percent.")
+    stop_used = _opt_number("trade_risk: the bracket's stop_loss, null without one.")
+    unprotected_loss_pct = _opt_number()
+    risk = _opt_number()
+    risk_pct = _opt_number()
+    max_qty = _opt_number("trade_risk: the largest qty that passes funds and trade_risk at this entry and stop, "
+                          "rounded down to the broker's step; null: unbounded.")
+
+
+@extend_schema_serializer(component_name="OrderCheckResponse")
+class OrderCheckResponse(serializers.Serializer):
+    would_place = serializers.BooleanField()
+    code = serializers.CharField(allow_null=True, help_text="The code a placement would get now; null if it would "
+                                                            "be placed.")
+    detail = serializers.CharField(allow_null=True)
+    checks = OrderCheckEntry(many=True, help_text="Every gate and risk rule, in the placement's order.")

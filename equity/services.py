@@ -39,6 +39,7 @@ from equity.alerts import send_first_live_alert
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, LegRole, Order
 from risk.manager import RiskManager
+from risk.models import KillSwitch
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,20 @@ def apply_broker_state(order: Order, broker: BrokerOrder) -> list[str]:
 
 # --- Idempotency --------------------------------------------------------------------------------
 
+def order_from_fields(*, user, key: str, fields: dict, live: bool, now=None) -> Order:
+    """The Order row of a request, not saved: a placement saves it as its idempotency row, a
+    what-if checks it and throws it away."""
+    bracket = fields.get("bracket")
+    return Order(
+        user=user, client_order_id=key, attempt=Attempt.IN_FLIGHT, attempt_started_at=now or timezone.now(),
+        asset_class=fields["asset_class"], environment=Environment.LIVE if live else Environment.PAPER,
+        symbol=fields["symbol"], side=fields["side"], order_type=fields["order_type"],
+        time_in_force=fields["time_in_force"], qty=fields["qty"], limit_price=fields.get("limit_price"),
+        stop_price=fields.get("stop_price"),
+        bracket={k: (str(v) if v is not None else None) for k, v in bracket.items()} if bracket else None,
+        report_uuid=fields.get("report_uuid"), status=OrderStatus.PENDING)
+
+
 @dataclass
 class _Claim:
     order: Order
@@ -119,21 +134,15 @@ class _Claim:
 def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) -> _Claim:
     """Insert the idempotency row, or find the one a previous request with this key wrote."""
     now = timezone.now()
-    bracket = fields.get("bracket")
     # In autocommit the INSERT is a transaction of its own, and a unique violation leaves the
     # connection usable: BEGIN + COMMIT around it would be two round trips for nothing. Inside a
     # caller's transaction (tests, a caller's atomic block) a failed INSERT aborts it on PostgreSQL,
     # so only there does it need a savepoint for the lookup below to run after an IntegrityError.
     try:
         with nullcontext() if transaction.get_autocommit() else transaction.atomic():
-            order = Order.objects.create(
-                user=user, client_order_id=key, request_fingerprint=fingerprint, attempt=Attempt.IN_FLIGHT,
-                attempt_started_at=now, asset_class=fields["asset_class"],
-                environment=Environment.LIVE if live else Environment.PAPER, symbol=fields["symbol"],
-                side=fields["side"], order_type=fields["order_type"], time_in_force=fields["time_in_force"],
-                qty=fields["qty"], limit_price=fields.get("limit_price"), stop_price=fields.get("stop_price"),
-                bracket={k: (str(v) if v is not None else None) for k, v in bracket.items()} if bracket else None,
-                report_uuid=fields.get("report_uuid"), status=OrderStatus.PENDING)
+            order = order_from_fields(user=user, key=key, fields=fields, live=live, now=now)
+            order.request_fingerprint = fingerprint
+            order.save(force_insert=True)
         return _Claim(order, replay=False)
     except IntegrityError:
         pass
@@ -174,30 +183,83 @@ class Checked:
     request: OrderRequest
 
 
-def check_placement(*, user, order: Order, live: bool, meta: RequestMeta, count: bool = True) -> Checked:
-    """Gates 1 to 4, top to bottom; raises the first refusal. Sends nothing.
+@dataclass
+class Check:
+    """One gate or risk rule of a placement, with its numbers; `error` is its refusal."""
 
-    A what-if check runs this same function with count=False (not counted by the rate limit).
-    It notes on `order` which connection the order routes to, so a refusal's audit row names it.
+    name: str
+    ok: bool
+    error: DomainError | None = None
+    numbers: dict = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    checks: list[Check]
+    checked: Checked | None = None  # None when a gate before gate 4 refused
+
+    @property
+    def error(self) -> DomainError | None:
+        """The refusal a placement gets: the first failing check's."""
+        return next((c.error for c in self.checks if not c.ok), None)
+
+
+def evaluate_placement(*, user, order: Order, live: bool, meta: RequestMeta, what_if: bool = False) -> Evaluation:
+    """Gates 1 to 4, top to bottom, each as a Check. Sends nothing. The one implementation of them.
+
+    A placement (what_if=False) stops at the first refusal and counts the request at gate 2. A
+    what-if counts nothing (gate 2 only reads the counters) and goes on past a refusal wherever it
+    can, so every gate and rule shows its numbers: gates 1 and 2 do not depend on each other, every
+    risk rule runs; only without a connection (gate 3) is there nothing more to check. It notes on
+    `order` which connection the order routes to, so a refusal's audit row names it.
     """
-    check_flags(user=user, live=live, http_request=meta.http_request)  # gate 1
-    if count:
-        check_rate(user=user, live=live, http_request=meta.http_request)  # gate 2
-    connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)  # gate 3
-    order.connection, order.exchange = connection, connection.exchange
-    if connection.status == BrokerAccount.Status.INVALID:
-        raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
-                                  "delete it and connect again with valid keys.")
-    try:
+    checks: list[Check] = []
+    try:  # gate 1
+        check_flags(user=user, live=live, http_request=meta.http_request)
+        checks.append(Check("feature_flag", True, numbers={"live": live}))
+    except DomainError as err:
+        checks.append(Check("feature_flag", False, err, {"live": live}))
+        if not what_if:
+            return Evaluation(checks)
+    try:  # gate 2
+        numbers = check_rate(user=user, live=live, http_request=meta.http_request, count=not what_if)
+        checks.append(Check("rate_limit", True, numbers=numbers))
+    except DomainError as err:
+        checks.append(Check("rate_limit", False, err))
+        if not what_if:
+            return Evaluation(checks)
+    try:  # gate 3
+        connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)
+        order.connection, order.exchange = connection, connection.exchange
+        if connection.status == BrokerAccount.Status.INVALID:
+            raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
+                                      "delete it and connect again with valid keys.")
+    except DomainError as err:
+        checks.append(Check("broker_connection", False, err))
+        return Evaluation(checks)
+    checks.append(Check("broker_connection", True, numbers={"exchange": connection.exchange,
+                                                             "environment": connection.environment}))
+    try:  # gate 4
         adapter = build_adapter(connection)
         order.currency = adapter.currency
         request = to_broker_request(order)
-        RiskManager.for_user(user).check(order=request, adapter=adapter,  # gate 4
-                                         exchange=connection.exchange, connection_id=connection.pk)
-    except CredentialsRefused:
-        _mark_invalid(connection)
-        raise
-    return Checked(connection, adapter, request)
+        results = RiskManager.for_user(user).evaluate(order=request, adapter=adapter, exchange=connection.exchange,
+                                                      connection_id=connection.pk, stop_at_first_denial=not what_if)
+    except DomainError as err:  # not a denial: the broker or the calendar could not answer
+        if isinstance(err, CredentialsRefused):
+            _mark_invalid(connection)
+        checks.append(Check(err.risk_rule or "broker", False, err))
+        return Evaluation(checks)
+    checks.extend(Check(r.name, r.ok, r.error, dict(r.numbers)) for r in results)
+    return Evaluation(checks, Checked(connection, adapter, request))
+
+
+def check_placement(*, user, order: Order, live: bool, meta: RequestMeta) -> Checked:
+    """Gates 1 to 4 of a placement; raises the first refusal."""
+    evaluation = evaluate_placement(user=user, order=order, live=live, meta=meta)
+    if evaluation.error is not None:
+        raise evaluation.error
+    return evaluation.checked
 
 
 def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
@@ -370,6 +432,8 @@ def _retry_pending(order: Order, meta: RequestMeta) -> bool:
         check_flags(user=order.user, live=order.live, http_request=meta.http_request)
     except DomainError:
         return False
+    if KillSwitch.objects.covering(user_id=order.user_id, asset_class=order.asset_class).exists():
+        return False  # a kill switch set since: the re-send could be what places it; it stays pending
     # The settling time (reconcile_orders) counts from the last send: note this one first, and only
     # while the order is still pending (reconcile may have settled it since the lookup).
     sent_at = timezone.now()

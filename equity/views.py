@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from django.db.models import Q
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -13,9 +14,12 @@ from brokers.api import AppViewPolicy
 from brokers.reference import describe_status
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
-from equity import selectors, services
-from equity.serializers import (AccountResponse, ErrorResponse, OrderListQuery, OrderListResponse, OrderQuery,
-                                OrderResponse, PlaceOrderRequest, PositionListResponse, SnapshotQuery)
+from equity import controls, selectors, services
+from equity.serializers import (AccountResponse, CancelAllResponse, ErrorResponse, KillSwitchListResponse,
+                                KillSwitchQuery, KillSwitchRequest, KillSwitchSetResponse, OrderCheckResponse,
+                                OrderListQuery, OrderListResponse, OrderQuery, OrderResponse, PlaceOrderRequest,
+                                PositionListResponse, SnapshotQuery)
+from risk.models import KillSwitch
 
 
 def errors(*statuses: int) -> dict:
@@ -97,6 +101,70 @@ class OrderViewSet(AppViewPolicy, viewsets.ViewSet):
         services.cancel_order(user=request.user, order=order, adapter=selectors.adapter_for_order(order),
                               meta=RequestMeta.of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(operation_id="cancel_all_orders", parameters=[OrderQuery],
+                   description="Cancels every open order of yours placed through this service on the connection "
+                               "(optionally one symbol). One order's failure never stops the others.",
+                   responses={200: CancelAllResponse, **errors(400, 401, 403, 503)})
+    def cancel_all(self, request):
+        q = _parse(OrderQuery, request.query_params)
+        result = controls.cancel_all(user=request.user, asset_class=q["asset_class"], live=q["live_mode"],
+                                     symbol=q.get("symbol"), meta=RequestMeta.of(request))
+        return Response(CancelAllResponse(result.as_dict()).data)
+
+    @extend_schema(operation_id="check_order", request=PlaceOrderRequest, examples=PLACE_ORDER_EXAMPLES,
+                   description="What-if: the gates and risk rules of a placement, with their numbers. Sends no "
+                               "order, stores nothing, writes no audit row, is not counted by the rate limit.",
+                   responses={200: OrderCheckResponse, **errors(400, 401, 415, 502, 503)})
+    def check(self, request):
+        fields = _parse(PlaceOrderRequest, request.data)
+        return Response(OrderCheckResponse(controls.check_order(user=request.user, fields=fields,
+                                                                meta=RequestMeta.of(request))).data)
+
+
+class OrderCheckViewSet(OrderViewSet):
+    """POST /orders/check. GET and DELETE of that path are an order whose order_id is "check"."""
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        if request.method == "GET":
+            return self.retrieve(request, broker_order_id="check")
+        if request.method == "DELETE":
+            return self.destroy(request, broker_order_id="check")
+        return super().http_method_not_allowed(request, *args, **kwargs)
+
+
+class KillSwitchViewSet(AppViewPolicy, viewsets.ViewSet):
+    @extend_schema(operation_id="list_kill_switches", responses={200: KillSwitchListResponse, **errors(401, 503)})
+    def list(self, request):
+        switches = KillSwitch.objects.active().filter(Q(user=request.user) | Q(user__isnull=True)) \
+            .order_by("user_id", "asset_class")
+        return Response(KillSwitchListResponse({"items": [controls.switch_state(s) for s in switches]}).data)
+
+    @extend_schema(operation_id="set_kill_switch", request=KillSwitchRequest,
+                   responses={200: KillSwitchSetResponse, **errors(400, 401, 403, 415, 422, 503)})
+    def put(self, request):
+        q = _parse(KillSwitchRequest, request.data)
+        done = controls.set_kill_switch(
+            user=request.user, mode=q["mode"], asset_class=q.get("asset_class") or "", reason=q.get("reason", ""),
+            until=q.get("until"), set_by=_login(request.user), by_operator=False,
+            cancel_open=bool(q.get("cancel_open")), meta=RequestMeta.of(request))
+        body = {**controls.switch_state(done.switch),
+                "cancel_all": done.canceled.as_dict() if done.canceled is not None else None}
+        return Response(KillSwitchSetResponse(body).data)
+
+    @extend_schema(operation_id="release_kill_switch", parameters=[KillSwitchQuery],
+                   responses={204: OpenApiResponse(description="Released (or there was none)"),
+                              **errors(400, 401, 422, 503)})
+    def release(self, request):
+        q = _parse(KillSwitchQuery, request.query_params)
+        controls.release_kill_switch(user=request.user, asset_class=q.get("asset_class") or "",
+                                     released_by=_login(request.user), by_operator=False,
+                                     meta=RequestMeta.of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _login(user) -> str:
+    return str(getattr(user, user.USERNAME_FIELD))
 
 
 class SnapshotViewSet(AppViewPolicy, viewsets.ViewSet):

@@ -14,14 +14,14 @@ from django.utils import timezone
 
 from brokers.types import OrderRequest
 from risk.models import RiskProfile
-from risk.rules import DailyLossRule, FundsRule, MarketHoursRule, RiskContext, RiskLimits, RuleResult, TradeRiskRule
+from risk.rules import (DailyLossRule, FundsRule, KillSwitchRule, MarketHoursRule, RiskContext, RiskLimits, RuleResult,
+                        TradeRiskRule)
 
 if TYPE_CHECKING:  # the interface only; risk never imports an adapter
     from brokers.base import BrokerAdapter
 
 RULES = (
-    # kill_switch (-> TRADING_HALTED) goes first here once "Trader controls" exist: it needs no
-    # snapshot for `halted`, and ctx.reduces_only for `reducing`.
+    KillSwitchRule(),  # -> TRADING_HALTED; needs no snapshot for `halted`
     MarketHoursRule(),
     FundsRule(),
     DailyLossRule(),
@@ -30,9 +30,10 @@ RULES = (
 
 
 class RiskManager:
-    def __init__(self, limits: RiskLimits | None = None, rules=RULES):
+    def __init__(self, limits: RiskLimits | None = None, rules=RULES, user_id=None):
         self.limits = limits or RiskLimits.defaults()
         self.rules = tuple(rules)
+        self.user_id = user_id  # whose placement (the kill_switch rule's scope); None: global switches only
 
     @classmethod
     def for_user(cls, user) -> RiskManager:
@@ -40,8 +41,8 @@ class RiskManager:
         defaults = RiskLimits.defaults()
         profile = RiskProfile.objects.filter(user_id=user.pk).first()
         if profile is None:
-            return cls(defaults)
-        return cls(RiskLimits(
+            return cls(defaults, user_id=user.pk)
+        return cls(user_id=user.pk, limits=RiskLimits(
             max_trade_risk_pct=_or(profile.max_trade_risk_pct, defaults.max_trade_risk_pct),
             unprotected_loss_pct=_or(profile.unprotected_loss_pct, defaults.unprotected_loss_pct),
             daily_loss_limit_pct=_or(profile.daily_loss_limit_pct, defaults.daily_loss_limit_pct),
@@ -56,7 +57,7 @@ class RiskManager:
         CalendarUnavailable from the calendar) propagate unchanged.
         """
         ctx = RiskContext(order=order, adapter=adapter, exchange=exchange, connection_id=connection_id,
-                          now=now or timezone.now(), limits=self.limits)
+                          now=now or timezone.now(), limits=self.limits, user_id=self.user_id)
         results: list[RuleResult] = []
         for rule in self.rules:
             result = rule.evaluate(ctx)
@@ -67,7 +68,8 @@ class RiskManager:
 
     def check(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
               now: datetime | None = None) -> None:
-        """Raise the first denial's error (MarketClosed, InsufficientFunds, RiskRuleViolation), risk_rule set."""
+        """Raise the first denial's error (TradingHalted, MarketClosed, InsufficientFunds, RiskRuleViolation),
+        risk_rule set."""
         for result in self.evaluate(order=order, adapter=adapter, exchange=exchange, connection_id=connection_id,
                                     now=now, stop_at_first_denial=True):
             if not result.ok:

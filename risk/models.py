@@ -90,3 +90,62 @@ class DailyBaseline(models.Model):
 
     def __str__(self) -> str:
         return f"baseline of connection {self.connection_id} on {self.day}: {self.equity}"
+
+
+class KillSwitchMode(models.TextChoices):
+    HALTED = "halted", "halted: no placement at all"
+    REDUCING = "reducing", "reducing: only orders that reduce a position"
+
+
+class KillSwitchQuerySet(models.QuerySet):
+    def active(self, now=None):
+        from django.utils import timezone
+
+        now = now or timezone.now()
+        return self.filter(models.Q(until__isnull=True) | models.Q(until__gt=now))
+
+    def covering(self, *, user_id, asset_class: str, now=None):
+        """The active switches that cover a placement of this user in this asset class (global ones too)."""
+        return self.active(now).filter(models.Q(user_id=user_id) | models.Q(user__isnull=True)).filter(
+            models.Q(asset_class="") | models.Q(asset_class=asset_class))
+
+
+class KillSwitch(models.Model):
+    """A stop on placements (SPEC.md "Trader controls"): one per scope, set and released through
+    equity.controls only (API, admin, `manage.py kill_switch`), every change audited.
+
+    Scope: `user` (null = global, every user) and `asset_class` ("" = all asset classes). A switch
+    is in force until released, or until `until` passes (then it lapses by itself); before `until`
+    its user cannot release it or weaken it, an operator can.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="kill_switches", help_text="Blank: the global switch, for every user.")
+    asset_class = models.CharField(max_length=16, blank=True, default="",
+                                   help_text="Blank: every asset class.")
+    mode = models.CharField(max_length=10, choices=KillSwitchMode.choices, default=KillSwitchMode.HALTED)
+    reason = models.CharField(max_length=200, blank=True, default="")
+    until = models.DateTimeField(null=True, blank=True,
+                                 help_text="Lapses at this time; blank: until released. Before it only an "
+                                           "operator can release the switch.")
+    set_by = models.CharField(max_length=200, help_text="Who set it: the user's login, or the operator's.")
+    set_by_operator = models.BooleanField(default=False)
+    set_at = models.DateTimeField()
+
+    objects = KillSwitchQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "asset_class"], condition=models.Q(user__isnull=False),
+                                    name="one_kill_switch_per_user_scope"),
+            models.UniqueConstraint(fields=["asset_class"], condition=models.Q(user__isnull=True),
+                                    name="one_global_kill_switch_per_scope"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} ({self.scope_text})"
+
+    @property
+    def scope_text(self) -> str:
+        who = "every user" if self.user_id is None else f"user {self.user}"
+        return f"{who}, {self.asset_class or 'all asset classes'}"

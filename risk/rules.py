@@ -26,8 +26,8 @@ from brokers.conf import conf
 
 from brokers.types import Account, OrderRequest, Position, Side
 from brokers import calendars
-from brokers.errors import DomainError, InsufficientFunds, MarketClosed, RiskRuleViolation
-from risk.models import DailyBaseline
+from brokers.errors import DomainError, InsufficientFunds, MarketClosed, RiskRuleViolation, TradingHalted
+from risk.models import DailyBaseline, KillSwitch, KillSwitchMode
 
 if TYPE_CHECKING:  # the interface only; risk never imports an adapter
     from brokers.base import BrokerAdapter
@@ -75,9 +75,10 @@ class RiskContext:
     """One order under evaluation, with its snapshots fetched lazily and at most once."""
 
     def __init__(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
-                 now: datetime, limits: RiskLimits):
+                 now: datetime, limits: RiskLimits, user_id=None):
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
+        self.user_id = user_id  # whose placement: the kill_switch rule's scope (None: global switches only)
         self.order = order
         self.adapter = adapter
         self.exchange = str(exchange)
@@ -147,6 +148,39 @@ class RiskContext:
 
 
 # --- the rules, in the order the manager runs them ----------------------------------------------
+
+class KillSwitchRule:
+    """A kill switch covering the placement (the user's, for all or this asset class, or a global
+    one): `halted` refuses every placement, `reducing` all but orders that only reduce a position.
+
+    First of gate 4. `halted` needs no snapshot (no broker call); `reducing` needs the positions
+    only for a sell (and a buy where shorting is allowed). Of several covering switches the
+    strictest decides: halted over reducing.
+    """
+
+    name = "kill_switch"
+
+    def evaluate(self, ctx: RiskContext) -> RuleResult:
+        switches = list(KillSwitch.objects.covering(user_id=ctx.user_id, asset_class=str(ctx.order.asset_class),
+                                                    now=ctx.now).select_related("user"))
+        if not switches:
+            return RuleResult(self.name, True, None, {"mode": None, "scope": None, "reason": None, "until": None,
+                                                      "set_by": None})
+        switch = min(switches, key=lambda s: (s.mode != KillSwitchMode.HALTED, s.user_id is not None))
+        numbers = {"mode": switch.mode, "scope": "global" if switch.user_id is None else "user",
+                   "asset_class": switch.asset_class or None, "reason": switch.reason,
+                   "until": calendars.iso_z(switch.until) if switch.until else None, "set_by": switch.set_by}
+        if switch.mode == KillSwitchMode.REDUCING and ctx.reduces_only:
+            return RuleResult(self.name, True, None, {**numbers, "reduce_only": True})
+        scope = ("global switch" if switch.user_id is None else "your switch") + \
+            f" for {switch.asset_class or 'all asset classes'}"
+        allowed = "no order is placed" if switch.mode == KillSwitchMode.HALTED else \
+            "only orders that reduce a position are placed"
+        until = f" until {numbers['until']}" if switch.until else ""
+        error = TradingHalted(f"{self.name}: trading is {switch.mode} ({scope}{until}), set by {switch.set_by}: "
+                              f"{switch.reason or 'no reason given'}; {allowed}", risk_rule=self.name)
+        return RuleResult(self.name, False, error, numbers)
+
 
 class MarketHoursRule:
     """us_equity: NYSE; kr_equity: KRX; crypto never closes. Every broker, the simulator too.

@@ -50,7 +50,12 @@ SIM_ASSET_CLASSES = ("crypto", "us_equity")
 # Operations whose success the run must reach, or it proves little about them.
 MUST_SUCCEED = ("POST /api/equity/orders", "GET /api/equity/orders", "GET /api/equity/orders/{broker_order_id}",
                 "DELETE /api/equity/orders/{broker_order_id}", "GET /api/equity/positions", "GET /api/equity/account",
-                "GET /api/brokers/accounts", "POST /api/brokers/accounts")
+                "GET /api/brokers/accounts", "POST /api/brokers/accounts", "DELETE /api/equity/orders",
+                "POST /api/equity/orders/check", "GET /api/equity/kill-switch", "PUT /api/equity/kill-switch",
+                "DELETE /api/equity/kill-switch")
+# The trader controls that change what every later operation meets (cancel-all cancels the example
+# order that DELETE /orders/{id} needs; a kill switch halts the placements): sent by a second trader.
+SECOND_TRADER_OPERATIONS = ("DELETE /api/equity/orders", "PUT /api/equity/kill-switch", "DELETE /api/equity/kill-switch")
 
 
 def every_error_is_the_envelope(ctx, response, case):
@@ -146,9 +151,16 @@ def aim_orders_at_quoted_symbols(context, body):
 
 
 @pytest.fixture
-def trader(user, quotes, make_client):
-    """A user with simulator connections, quotes, and the resting order that the schema's examples name."""
+def trader(user, other_user, quotes, make_client):
+    """A user with simulator connections, quotes, and the resting order that the schema's examples name;
+    the second trader (other_user) has a crypto connection and resting orders for cancel-all."""
     from tests.factories import BrokerAccountFactory
+
+    BrokerAccountFactory(user=other_user, asset_class="crypto")
+    for price in (30000, 31000, 32000):
+        resting = make_client(other_user).post("/api/equity/orders", crypto_market(order_type="limit", limit_price=price),
+                                               format="json")
+        assert resting.status_code == 201, resting.content
 
     user.kept_connection_ids = {str(BrokerAccountFactory(user=user, asset_class=a).pk) for a in SIM_ASSET_CLASSES}
     example = next(e.value for e in PLACE_ORDER_EXAMPLES if e.value.get("client_order_id") == EXAMPLE_ORDER_ID)
@@ -159,9 +171,12 @@ def trader(user, quotes, make_client):
 
 def caller_for(case, trader, other_user):
     """The trader, except for a generated DELETE of one of the connections the run relies on: that one
-    is sent by another user, who must get a 404 (a connection of someone else's is not found)."""
+    is sent by another user, who must get a 404 (a connection of someone else's is not found); and
+    the trader controls of SECOND_TRADER_OPERATIONS, sent by that other user, a trader too."""
     if (case.operation.label == "DELETE /api/brokers/accounts/{id}"
             and str(case.path_parameters.get("id")) in trader.kept_connection_ids):
+        return other_user
+    if case.operation.label in SECOND_TRADER_OPERATIONS:
         return other_user
     return trader
 

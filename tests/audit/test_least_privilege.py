@@ -123,8 +123,9 @@ def test_the_service_role_may_insert_and_select_audit_rows(service_role, event):
         cursor.execute("INSERT INTO broker_order_events (user_id, event_type, asset_class, exchange, environment, "
                        "symbol, side, order_type, client_order_id, broker_client_id, broker_order_id, status, "
                        "error_code, error_detail, risk_rule, request_body, broker_reply, request_id, "
-                       "client_request_id, first_live_order, created_at) VALUES (%s, 'rejected', '', '', '', "
-                       "'MSFT', '', '', 'k2', '', '', '', '', '', '', '{}', '{}', '', '', false, now())",
+                       "client_request_id, first_live_order, created_at, prev_hash, hash) VALUES (%s, 'rejected', "
+                       "'', '', '', 'MSFT', '', '', 'k2', '', '', '', '', '', '', '{}', '{}', '', '', false, now(), "
+                       "'', '')",
                        [event.user_id])
         cursor.execute("SELECT symbol FROM broker_order_events ORDER BY id")
         assert [r[0] for r in cursor.fetchall()] == ["AAPL", "MSFT"]

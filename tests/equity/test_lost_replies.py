@@ -202,3 +202,19 @@ def test_a_5xx_on_submit_leads_to_a_lookup_not_a_resend(api_client, broker):
     connect(api_client, broker)
     assert place(api_client, BTC).status_code == 201
     assert len(broker.order_posts) == 1
+
+
+def test_a_retry_of_a_pending_order_is_not_resent_while_a_kill_switch_covers_it(api_client, broker):
+    # The re-send may be what places the order: a halt set since the first send stops it too.
+    lose_the_request(broker)
+    fail_lookups(broker, times=2)
+    connect(api_client, broker)
+    assert place(api_client, BTC).status_code == 202
+    assert api_client.put("/api/equity/kill-switch", {"mode": "halted"}, format="json").status_code == 200
+    again = place(api_client, BTC)
+    assert again.status_code == 200 and again.json()["status"] == "pending"
+    assert broker.order_posts == ["lost"]
+    assert api_client.delete("/api/equity/kill-switch").status_code == 204
+    resent = place(api_client, BTC)
+    assert resent.status_code == 201 and resent.json()["status"] == "accepted", resent.content
+    assert placed_orders(broker) == 1

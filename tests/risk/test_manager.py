@@ -17,6 +17,8 @@ from risk.rules import RiskLimits
 from tests.risk.test_rules import NYSE_OPEN, THANKSGIVING, FakeAdapter, order_request
 
 D = Decimal
+# The kill_switch rule (first of gate 4) reads the kill switches from the database.
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,7 +42,7 @@ def check(manager, order, adapter, *, now=NYSE_OPEN):
 
 def test_rules_run_in_the_specs_order():
     results = evaluate(RiskManager(), order_request(), FakeAdapter(last_equity="10342.10"), stop_at_first_denial=False)
-    assert [r.name for r in results] == ["market_hours", "funds", "daily_loss", "trade_risk"]
+    assert [r.name for r in results] == ["kill_switch", "market_hours", "funds", "daily_loss", "trade_risk"]
 
 
 def test_a_closed_market_wins_over_insufficient_funds():
@@ -62,14 +64,15 @@ def test_daily_loss_wins_over_trade_risk():
 
 def test_evaluation_stops_at_the_first_denial_by_default():
     results = evaluate(RiskManager(), order_request(qty="50"), FakeAdapter(buying_power="1"))
-    assert [(r.name, r.ok) for r in results] == [("market_hours", True), ("funds", False)]
+    assert [(r.name, r.ok) for r in results] == [("kill_switch", True), ("market_hours", True),
+                                                 ("funds", False)]
 
 
 def test_evaluation_can_run_every_rule_for_a_what_if():
     results = evaluate(RiskManager(), order_request(qty="50"), FakeAdapter(buying_power="1", last_equity="10342.10"),
                        stop_at_first_denial=False)
-    assert [(r.name, r.ok) for r in results] == [("market_hours", True), ("funds", False), ("daily_loss", True),
-                                                 ("trade_risk", False)]
+    assert [(r.name, r.ok) for r in results] == [("kill_switch", True), ("market_hours", True), ("funds", False),
+                                                 ("daily_loss", True), ("trade_risk", False)]
 
 
 def test_check_raises_the_worked_examples_violation_naming_trade_risk():
@@ -115,7 +118,7 @@ def test_a_buy_on_a_broker_with_shorting_asks_for_positions_to_see_if_it_covers_
     adapter = FakeAdapter(exchange="alpaca", last_equity="10342.10", positions=[("AAPL", "-5")])
     results = evaluate(RiskManager(), order_request(qty="5"), adapter, stop_at_first_denial=False)
     assert "positions" in adapter.calls
-    assert [r.numbers.get("reduce_only") for r in results[2:]] == [True, True]
+    assert [r.numbers.get("reduce_only") for r in results[3:]] == [True, True]
 
 
 def test_a_limit_order_never_asks_for_the_latest_price():
