@@ -14,7 +14,8 @@ from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
 from brokers.errors import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
-from equity.models import Attempt, Order, OrderTally
+from equity.events import save_order_state
+from equity.models import Attempt, Order, OrderEvent, OrderTally, WebhookSubscription
 from equity.services import apply_broker_state, resolve_pending
 
 STATUS_GROUPS = {
@@ -68,7 +69,7 @@ def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) ->
         raise
     changed = apply_broker_state(order, fresh)
     if changed:
-        order.save(update_fields=changed)
+        save_order_state(order, fields=changed)
     return order
 
 
@@ -80,7 +81,7 @@ class OrderPage:
     size: int
 
 
-def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> bool:
+def refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> bool:
     """Bring the stored state of the not-yet-final orders among `orders` up to the broker's, with one
     broker listing over their time window. True when any changed.
 
@@ -99,10 +100,9 @@ def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders
         raise
     changed_rows = [o for o in unsettled
                     if o.broker_order_id in fresh and apply_broker_state(o, fresh[o.broker_order_id])]
-    if changed_rows:
+    for order in changed_rows:  # each its own short transaction with its event (the emit point)
         with transaction.atomic():
-            Order.objects.bulk_update(changed_rows, ["status", "filled_qty", "avg_fill_price", "updated_at",
-                                                     "submitted_at"])
+            save_order_state(order, fields=["status", "filled_qty", "avg_fill_price", "updated_at", "submitted_at"])
     return bool(changed_rows)
 
 
@@ -120,7 +120,7 @@ def order_list_for_user(*, user, asset_class: str, live: bool, status: str | Non
     start = (page - 1) * size
     ordered = rows.order_by("-submitted_at", "-id")
     items = list(ordered[start:start + size])
-    if _refresh_unsettled(connection, adapter, items) and status:
+    if refresh_unsettled(connection, adapter, items) and status:
         items = list(ordered[start:start + size])  # a refreshed order may have left the status group
     # The triggers' tally, not rows.count(): the same number, without reading the whole history.
     total = tallies.aggregate(total=Sum("n"))["total"] or 0
@@ -164,3 +164,26 @@ def account_for_user(*, user, asset_class: str, live: bool) -> dict:
     return {"asset_class": asset_class, "broker": src.connection.exchange, "paper": not src.connection.is_live,
             "equity": acct.equity, "buying_power": acct.buying_power, "cash": acct.cash, "currency": acct.currency,
             "as_of": acct.as_of, "metadata": metadata}
+
+
+# --- Event feed ---------------------------------------------------------------------------------
+
+@dataclass
+class EventPage:
+    items: list[OrderEvent]
+    next_after: int | None
+
+
+def events_for_user(*, user, after: int | None, limit: int) -> EventPage:
+    """The caller's own events after `after`, oldest first; next_after is the last one's id (null: none newer
+    yet, ask again with the same after). A user's events commit in id order
+    (equity.models.EventStream), so paging by the last id seen never skips one."""
+    rows = OrderEvent.objects.filter(user=user).order_by("id")
+    if after is not None:
+        rows = rows.filter(id__gt=after)
+    items = list(rows[:limit])
+    return EventPage(items=items, next_after=items[-1].id if items else None)
+
+
+def webhooks_for_user(*, user) -> list[WebhookSubscription]:
+    return list(WebhookSubscription.objects.filter(user=user).order_by("id"))

@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from brokers.conf import conf
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import EventType
@@ -36,6 +37,7 @@ from brokers.types import (AssetClass, Bracket, BrokerOrder, Environment, OrderR
 from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity.alerts import send_first_live_alert
+from equity.events import save_order_state
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, Order
 from risk.manager import RiskManager
@@ -149,15 +151,15 @@ def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) ->
         raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
     if existing.attempt == Attempt.IN_FLIGHT and existing.broker_client_id:
         # A worker died after (perhaps) sending the order: never send it again, find out instead.
-        Order.objects.filter(pk=existing.pk, attempt=Attempt.IN_FLIGHT).update(attempt=Attempt.DONE)
-        existing.refresh_from_db()
+        mark_placed(existing)
         return _Claim(existing, replay=True)
     # Nothing was placed under this key (refused, or 502): a new attempt, claimed atomically.
-    claimed = Order.objects.filter(pk=existing.pk, attempt=existing.attempt,
-                                   attempt_started_at=existing.attempt_started_at).update(
-        attempt=Attempt.IN_FLIGHT, attempt_started_at=now, broker_client_id="", broker_order_id=None,
-        status=OrderStatus.PENDING)
-    if not claimed:
+    before = Q(attempt=existing.attempt, attempt_started_at=existing.attempt_started_at)
+    existing.attempt, existing.attempt_started_at, existing.status = Attempt.IN_FLIGHT, now, OrderStatus.PENDING
+    existing.broker_client_id, existing.broker_order_id = "", None
+    save_order_state(existing, fields=["attempt", "attempt_started_at", "broker_client_id", "broker_order_id",
+                                       "status"], where=before)
+    if not existing.written:
         raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
     existing.refresh_from_db()
     return _Claim(existing, replay=False)
@@ -278,10 +280,9 @@ def _find_or_resend(order: Order, adapter: BrokerAdapter, request: OrderRequest)
 def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
     # Every other column was written by the claim or the submitted step and has not changed since.
     changed = apply_broker_state(order, result)
-    order.attempt = Attempt.DONE
     first_live = False
     with transaction.atomic():
-        order.save(update_fields=[*changed, "attempt"])
+        save_order_state(order, fields=changed, placed=True)
         if order.live:
             first_live = _record_placed_live(order, meta, result)
         else:
@@ -306,10 +307,10 @@ def _record_placed_live(order: Order, meta: RequestMeta, result: BrokerOrder) ->
 
 
 def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
-    order.attempt, order.status = Attempt.DONE, OrderStatus.PENDING
+    order.status = OrderStatus.PENDING
     order.submitted_at = order.updated_at = order.attempt_started_at
     with transaction.atomic():
-        order.save()
+        save_order_state(order, placed=True)
         record_order_event(user_id=order.user_id, event_type=EventType.PENDING, meta=meta,
                            error_detail=str(cause), **_audit_fields(order))
     return Placed(order, 202)
@@ -318,9 +319,8 @@ def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
 def _fail(order: Order, err: DomainError, meta: RequestMeta) -> None:
     order.attempt, order.status = Attempt.FAILED, OrderStatus.REJECTED
     with transaction.atomic():
-        Order.objects.filter(pk=order.pk).update(attempt=Attempt.FAILED, status=OrderStatus.REJECTED,
-                                                 connection=order.connection, exchange=order.exchange,
-                                                 currency=order.currency, broker_client_id=order.broker_client_id)
+        save_order_state(order, fields=["attempt", "status", "connection", "exchange", "currency",
+                                        "broker_client_id"])
         record_order_event(user_id=order.user_id, event_type=EventType.REJECTED, meta=meta, error=err,
                            **_audit_fields(order))
 
@@ -401,7 +401,7 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
         else:
             apply_broker_state(locked, found)
             reply = {**_reply(found), "resent": True} if resent else _reply(found)
-        locked.save()
+        save_order_state(locked)
         record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta, broker_reply=reply,
                            **_audit_fields(locked))
     order.refresh_from_db()
@@ -429,6 +429,13 @@ def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: B
     _resolve(order, found, meta)
     order.refresh_from_db()
     return order.status != OrderStatus.PENDING or bool(order.broker_order_id)
+
+
+def mark_placed(order: Order) -> None:
+    """An attempt whose worker died after (perhaps) sending it: placed, outcome unknown (pending)."""
+    if order.attempt == Attempt.IN_FLIGHT:
+        save_order_state(order, fields=[], placed=True)
+    order.refresh_from_db()
 
 
 # --- Cancel -------------------------------------------------------------------------------------
@@ -459,5 +466,5 @@ def cancel_order(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMet
             apply_broker_state(order, fresh)
         else:
             order.status, order.updated_at = OrderStatus.CANCELED, timezone.now()
-        order.save()
+        save_order_state(order)
         record_order_event(user_id=user.pk, event_type=EventType.CANCELED, meta=meta, **_audit_fields(order))
