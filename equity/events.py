@@ -48,7 +48,7 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     The state is (status, filled_qty) and, with placed=True, the placement itself (attempt done):
     a 202 pending placement is an event though its status stays pending. `where` replaces the
     default guard (not final, fill not shrinking) for the one write that restarts an order, the new
-    attempt of a refused one; it returns None then too when the guard fails (see `written`).
+    attempt of a refused one; `order.written` then says whether the guard held.
 
     Returns the event, or None when nothing changed (the other fields are still written while the
     stored state equals the caller's) or the caller's view was older than the row's (then `order` is
@@ -70,8 +70,8 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     with transaction.atomic(savepoint=False):
         if rows.filter(guard & changed).update(**values):
             return _emit(order)
-        if where is not None:
-            order.written = False
+        if where is not None:  # a restart of an unchanged state (pending again): written, no event
+            order.written = bool(rows.filter(where).update(**values))
             return None
         others = {k: v for k, v in values.items() if k not in ("status", "filled_qty")}
         if others and rows.filter(status=status, filled_qty=filled).update(**others):
