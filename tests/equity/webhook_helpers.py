@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -27,11 +27,12 @@ class Receiver:
     delay: float = 0.0
     headers: dict = field(default_factory=dict)
     received: list = field(default_factory=list)
+    wake: threading.Event = field(default_factory=threading.Event)  # set: a delayed answer goes out now
 
     def __call__(self, request):
         self.received.append((dict(request.headers), request.body))
         if self.delay:
-            time.sleep(self.delay)
+            self.wake.wait(self.delay)
         return self.status, self.headers, ""
 
     @property
@@ -44,6 +45,7 @@ def receiver(equity_orders):
     equity_orders.WEBHOOK_ALLOW_HTTP_LOOPBACK = True  # as with DEBUG=1: plain http to loopback
     equity_orders.WEBHOOK_TIMEOUT_SECONDS = 0.5
     with LoopbackHTTP() as server:
+        server._server.handle_error = lambda *args: None  # a client that timed out and left is the point
         rx = Receiver(url=f"{server.url}/hook")
         server.add_callback("POST", rx.url, rx)
         yield rx
@@ -67,7 +69,12 @@ def run_worker() -> None:
         worker = django_rq.get_worker("default", job_class="django_tasks_rq.backend.Job", worker_class=SimpleWorker)
         worker.work(burst=True)
     else:
-        call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
+        from unittest import mock
+
+        # The worker closes "old" connections between tasks, as a request does; inside a test's
+        # transaction that would be the test's own connection.
+        with mock.patch("django_tasks_db.management.commands.db_worker.close_old_connections", lambda: None):
+            call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
 
 
 @pytest.fixture(params=["database", "rq"])
