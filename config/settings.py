@@ -347,5 +347,7 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
         "urllib3": {"level": "WARNING"},
+        # The worker logs every task's start and end at INFO: the periodic ones every few seconds.
+        "django_tasks": {"level": _env("TASKS_LOG_LEVEL", "WARNING")},
     },
 }
