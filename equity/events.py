@@ -121,3 +121,10 @@ def _enqueue_deliveries(ids: list[int]) -> None:
         except Exception:  # noqa: BLE001 - any queue fault; the sweeper has it
             logger.warning("could not enqueue a webhook delivery; the sweeper will send it",
                            extra={"delivery_id": delivery_id}, exc_info=True)
+
+
+def record_new_order(order: Order) -> OrderEvent:
+    """The event of an order row that the service did not place itself but found at the broker and
+    inserted with its state (a bracket's leg): its first state is a change. Call in the insert's
+    transaction."""
+    return _emit(order)

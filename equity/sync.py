@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.core.cache import cache
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils import timezone
 
 from brokers import sim_exchange
@@ -119,7 +119,6 @@ def sync_open_orders() -> SyncReport:
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order-sync") as pool:
             list(pool.map(lambda c: _sync_one(c, report, threaded=True), due))
-    close_old_connections()
     return report
 
 

@@ -35,7 +35,6 @@ class Command(BaseCommand):
     def handle(self, once=False, **options):
         last: dict[str, tuple[float, object]] = {}
         while True:
-            close_old_connections()
             for job, interval in schedule():
                 name = job.name
                 previous = last.get(name)
@@ -47,6 +46,7 @@ class Command(BaseCommand):
                     logger.warning("could not enqueue a periodic task", extra={"task": name}, exc_info=True)
             if once:
                 return
+            close_old_connections()  # as between requests: a dropped database connection is replaced
             time.sleep(1)
 
     @staticmethod
