@@ -68,6 +68,10 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     rows = Order.objects.filter(pk=order.pk)
     order.written = True
     with transaction.atomic(savepoint=False):
+        # The user's stream first, then the order row: every writer takes them in this order, so a
+        # transaction that writes several orders of one user (a bracket and its legs) cannot deadlock
+        # with one that writes one of them.
+        lock_event_stream(order.user_id)
         if rows.filter(guard & changed).update(**values):
             return _emit(order)
         if where is not None:  # a restart of an unchanged state (pending again): written, no event
@@ -83,18 +87,20 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     return None
 
 
-def _lock_stream(user_id) -> None:
-    if EventStream.objects.filter(user_id=user_id).update(events=F("events") + 1):
+def lock_event_stream(user_id) -> None:
+    """Lock the user's EventStream row until the end of the transaction (created on first use).
+    Taken before any order row that the transaction then writes (see save_order_state)."""
+    if EventStream.objects.filter(user_id=user_id).update(writes=F("writes") + 1):
         return
     try:
         with transaction.atomic():
-            EventStream.objects.create(user_id=user_id, events=1)
-    except IntegrityError:  # created by a concurrent first event: wait for its lock
-        EventStream.objects.filter(user_id=user_id).update(events=F("events") + 1)
+            EventStream.objects.create(user_id=user_id, writes=1)
+    except IntegrityError:  # created by a concurrent first write: wait for its lock
+        EventStream.objects.filter(user_id=user_id).update(writes=F("writes") + 1)
 
 
 def _emit(order: Order) -> OrderEvent:
-    _lock_stream(order.user_id)
+    """The event of the change just written; the caller holds the user's stream lock."""
     now = timezone.now()
     event = OrderEvent.objects.create(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
                                       data=order_data(order), created_at=now)
@@ -127,4 +133,5 @@ def record_new_order(order: Order) -> OrderEvent:
     """The event of an order row that the service did not place itself but found at the broker and
     inserted with its state (a bracket's leg): its first state is a change. Call in the insert's
     transaction."""
+    lock_event_stream(order.user_id)
     return _emit(order)

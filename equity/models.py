@@ -124,7 +124,7 @@ class OrderEvent(models.Model):
 
 
 class EventStream(models.Model):
-    """One row per user, locked by every event write of that user until its commit.
+    """One row per user, locked by every state write of that user's orders until its commit.
 
     Event ids come from one sequence, assigned at insert; without the lock, an event of a later id
     could commit before an earlier one, and a feed read in between (after=<the later id>) would skip
@@ -133,10 +133,10 @@ class EventStream(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
                                 related_name="+")
-    events = models.BigIntegerField(default=0)
+    writes = models.BigIntegerField(default=0)  # state writes of the user's orders, counted as the lock is taken
 
     def __str__(self) -> str:
-        return f"event stream of user {self.user_id}: {self.events}"
+        return f"event stream of user {self.user_id}: {self.writes} writes"
 
 
 class WebhookSubscription(models.Model):

@@ -37,7 +37,7 @@ from brokers.types import (AssetClass, Bracket, BrokerOrder, Environment, OrderR
 from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity.alerts import send_first_live_alert
-from equity.events import save_order_state
+from equity.events import lock_event_stream, save_order_state
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, Order
 from risk.manager import RiskManager
@@ -389,6 +389,7 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
     request, another reconcile process), or a re-send since makes "absent" premature.
     """
     with transaction.atomic():
+        lock_event_stream(order.user_id)  # before the order row, as every state write does (equity.events)
         locked = Order.objects.select_for_update().get(pk=order.pk)
         if (locked.status != OrderStatus.PENDING or locked.broker_order_id
                 or (found is None and locked.attempt_started_at != order.attempt_started_at)):
