@@ -12,6 +12,11 @@ class EventType(models.TextChoices):
     RESOLVED = "resolved"  # a pending order's outcome found later (GET, replay, reconcile_orders)
     CANCELED = "canceled"
     CANCEL_REJECTED = "cancel_rejected"
+    # A bracket's exit orders, as the service first sees them at the broker and as they end there
+    # (a cancel the user asked for is `canceled`): one leg filled, the other canceled (OCO) or expired.
+    LEG_OPENED = "leg_opened"
+    LEG_FILLED = "leg_filled"
+    LEG_ENDED = "leg_ended"  # canceled by the broker (the other leg filled), expired or rejected: see status
 
 
 class AppendOnlyQuerySet(models.QuerySet):

@@ -39,7 +39,10 @@ class RequestMeta:
         if not _CLIENT_REQUEST_ID_RE.fullmatch(client_request_id):
             client_request_id = ""
         body = request.data if isinstance(getattr(request, "data", None), dict) else None
-        return cls(request_id=uuid.uuid4().hex, client_request_id=client_request_id, client_ip=client_ip_of(meta),
+        # The server's id of this request: the one the request log's middleware made (so the log line, the
+        # X-Request-ID response header and these rows agree), else a new one.
+        request_id = getattr(request, "request_id", None) or uuid.uuid4().hex
+        return cls(request_id=request_id, client_request_id=client_request_id, client_ip=client_ip_of(meta),
                    body=scrub(dict(body)) if body is not None else None,
                    http_request=getattr(request, "_request", request))
 

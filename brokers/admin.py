@@ -76,14 +76,47 @@ class BrokerAccountAdmin(SearchByUserLogin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
+def _log_out(request, users) -> None:
+    for user in users:
+        services.log_out_everywhere(user=user)
+    messages.info(request, f"Every earlier access and refresh token of {len(users)} user(s) is ended; "
+                           "they must log in again.")
+
+
+@admin.action(description="Log out everywhere (end every token of the selected users)", permissions=["change"])
+def log_out_everywhere(modeladmin, request, queryset):
+    """An action for the user model's admin: offered on the host's user admin below."""
+    _log_out(request, list(queryset))
+
+
+def offer_log_out_everywhere(site: admin.AdminSite = admin.site) -> None:
+    """Adds the action to the admin of the user model registered on `site`, if there is one yet.
+
+    django.contrib.auth registers its UserAdmin before this module is imported (it comes earlier
+    in INSTALLED_APPS); a host that registers its own user admin later lists
+    `brokers.admin.log_out_everywhere` in that admin's `actions` itself.
+    """
+    user_admin = site._registry.get(get_user_model())
+    if user_admin is not None and log_out_everywhere not in (user_admin.actions or ()):
+        user_admin.actions = [*(user_admin.actions or ()), log_out_everywhere]
+
+
+offer_log_out_everywhere()
+
+
 @admin.register(TraderProfile)
 class TraderProfileAdmin(SearchByUserLogin, admin.ModelAdmin):
+    actions = ["log_out_everywhere"]
     list_display = ("user", "live_enabled", "live_enabled_at")
     list_filter = ("live_enabled",)
     readonly_fields = ("live_enabled_at",)
 
     def save_model(self, request, obj, form, change):
         services.set_live_enabled(user=obj.user, enabled=obj.live_enabled)
+
+    @admin.action(description="Log out everywhere (end every token of the selected users)", permissions=["change"])
+    def log_out_everywhere(self, request, queryset):
+        _log_out(request, [profile.user for profile in queryset.select_related("user")])
 
 
 @admin.register(SimQuote)

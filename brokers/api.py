@@ -18,7 +18,6 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -27,6 +26,7 @@ from rest_framework.views import set_rollback
 
 from brokers.conf import conf
 from brokers.errors import DomainError, ServiceUnavailable
+from brokers.parsers import BoundedJSONParser
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, (DatabaseError, InterfaceError)) and not isinstance(exc, _REFUSED_BY_THE_DATABASE)
 
 
+def _unsupported_media_type_detail(context) -> str:
+    """Which type the route takes, and which one came: a form body (curl without -H 'Content-Type:
+    application/json') is the usual mistake, and used to be answered as an unknown field."""
+    request = context.get("request")
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or [BoundedJSONParser]]
+    sent = (getattr(request, "content_type", "") or "").split(";")[0].strip()[:100] or "none"
+    expected = " or ".join(accepted)
+    return f"The body must be {expected}: add the header 'Content-Type: {accepted[0]}' (this request sent {sent})."
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         set_rollback()
@@ -94,6 +104,10 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
 
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return Response(error_body("UNSUPPORTED_MEDIA_TYPE", _unsupported_media_type_detail(context)),
+                        status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+
     if isinstance(exc, exceptions.APIException):
         code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")
         detail = exc.detail
@@ -114,11 +128,20 @@ def api_exception_handler(exc, context):
 
 
 def authentication_classes() -> list[type]:
-    """EQUITY_ORDERS["AUTHENTICATION_CLASSES"] when set, else the host's DEFAULT_AUTHENTICATION_CLASSES."""
+    """EQUITY_ORDERS["AUTHENTICATION_CLASSES"] when set, else the host's DEFAULT_AUTHENTICATION_CLASSES.
+
+    simplejwt's own JWTAuthentication stands for its password-bound subclass on the apps' routes
+    (brokers.authentication): as it is, a validly signed token with a malformed `user_id` is a 500
+    and a token outlives its user's password. A host's own subclass is kept as it is.
+    """
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+
+    from brokers.authentication import PasswordBoundJWTAuthentication
+
     names = conf.AUTHENTICATION_CLASSES
-    if names is None:
-        return list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
-    return [import_string(name) if isinstance(name, str) else name for name in names]
+    classes = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES) if names is None else \
+        [import_string(name) if isinstance(name, str) else name for name in names]
+    return [PasswordBoundJWTAuthentication if cls is JWTAuthentication else cls for cls in classes]
 
 
 class AppViewPolicy:
@@ -133,7 +156,9 @@ class AppViewPolicy:
 
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    # JSON only, bounded in size and depth: a 1000-deep body was a RecursionError 500, and a body
+    # of any size was read whole. No form or multipart parser stands beside it.
+    parser_classes = [BoundedJSONParser]
 
     def get_authenticators(self):
         return [auth() for auth in authentication_classes()]

@@ -20,6 +20,10 @@ class BrokerAdapter(Protocol):
     CredentialsRefused. A placement refused because its client id is already used returns the
     order under that id, or raises DuplicateClientId (a BrokerOutcomeUnknown) when the broker does
     not show it yet: never BrokerRejected. Nothing else escapes an adapter.
+
+    Bracket legs (where a broker has them): an order's BrokerOrder carries its legs (place_order,
+    get_order, find_order and list_orders, which lists the legs nested in their parent, not on their
+    own); get_order and cancel_order take a leg's own id too.
     """
 
     exchange: str  # an Exchange value

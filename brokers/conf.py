@@ -64,6 +64,22 @@ def _networks(value) -> tuple[str, ...]:
     return entries
 
 
+def _rate(value) -> str:
+    """A django-ratelimit rate ("5/m", "100/h"): refused at `manage.py check`, not in a request."""
+    from django_ratelimit.core import rate_re
+
+    if not isinstance(value, str) or not rate_re.fullmatch(value):
+        raise ImproperlyConfigured(f"{value!r} is not a rate such as \"5/m\" (count/period, period s, m, h or d).")
+    return value
+
+
+def _positive_int(value) -> int:
+    number = int(value)
+    if number < 1:
+        raise ImproperlyConfigured(f"{value!r} must be at least 1.")
+    return number
+
+
 def _optional_list(value):
     return None if value is None else list(value)
 
@@ -102,6 +118,16 @@ KEYS: dict[str, Key] = {
                            _networks),
     "RATE_LIMIT_ORDERS": Key("30/m", "POST /orders per user (django-ratelimit rate, fixed window).", str),
     "RATE_LIMIT_LIVE_DAILY": Key(200, "Live placements per user per UTC day.", int),
+    "RATE_LIMIT_LOGIN_FAILURES_PER_NAME": Key("5/m", "Failed logins per login name at the token route "
+                                                     "(django-ratelimit rate, fixed window); past it 429, before "
+                                                     "any password is hashed.", _rate),
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS": Key("100/m", "Failed logins per client address (as TRUSTED_PROXY_COUNT "
+                                                          "and TRUSTED_PROXIES resolve it; IPv6 by /64): generous, "
+                                                          "many users share an office or proxy address.", _rate),
+    "MAX_BODY_BYTES": Key(64 * 1024, "Largest request body the apps' routes read, in bytes; larger is 413 "
+                                     "PAYLOAD_TOO_LARGE.", _positive_int),
+    "MAX_JSON_DEPTH": Key(32, "Deepest nesting of arrays and objects in a request body; deeper is 400 "
+                              "VALIDATION_ERROR before it is decoded.", _positive_int),
     "RISK_MAX_TRADE_RISK_PCT": Key(Decimal("0.02"), "Default fraction of equity one trade may risk.", _decimal),
     "RISK_UNPROTECTED_LOSS_PCT": Key(Decimal("0.10"), "Default assumed adverse move of an order without a stop.",
                                      _decimal),

@@ -62,6 +62,13 @@ class IdempotencyInProgress(DomainError):
         super().__init__(detail, **kwargs)
 
 
+# 413
+class PayloadTooLarge(DomainError):
+    """A request body over the documented limit (EQUITY_ORDERS["MAX_BODY_BYTES"]); it is not read past it."""
+
+    code, status_code, default_detail = "PAYLOAD_TOO_LARGE", 413, "The request body is too large."
+
+
 # 422
 class IdempotencyConflict(DomainError):
     code, status_code, default_detail = ("VALIDATION_ERROR", 422,

@@ -53,6 +53,23 @@ class TraderProfile(models.Model):
         return f"{self.user}: live {'on' if self.live_enabled else 'off'}"
 
 
+class TokenGeneration(models.Model):
+    """Which generation of a user's JWTs is current; an operator's "log out everywhere" bumps it.
+
+    Every token carries the generation it was issued in (brokers.authentication): one from an earlier
+    generation is refused on every use, so a bump ends every access and refresh token issued before
+    it. No row means generation 0, which a token without the claim also stands for.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="token_generation")
+    number = models.PositiveIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: token generation {self.number}"
+
+
 class KisAccessToken(models.Model):
     """The KIS OAuth token, shared by every worker (issuance is limited to about one a minute)."""
 

@@ -118,7 +118,9 @@ class Pacer:
         # its owner a moment ago.
         slot = math.floor(earliest / self.slot_seconds) + 1
         hint = cache.get(self._prefix + ":last")  # advisory: where the last claim was; add() decides
-        if hint is not None and int(hint) >= slot:
+        # A hint beyond the wait window was written by a clock ahead of ours (another host, or ours
+        # before it stepped back): following it would refuse every request until it expires.
+        if hint is not None and slot <= int(hint) < slot + max_wait / self.slot_seconds:
             slot = int(hint) + 1
         timeout = math.ceil(max_wait + 2 * self.slot_seconds) + 1
         for _ in range(SLOT_SCAN_LIMIT):

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from brokers.amounts import NOT_AN_AMOUNT, is_amount
+from brokers.reference import codes_by_status
 from brokers.registry import ADAPTERS, adapter_class, supported
 from brokers.types import AssetClass, Environment
 
@@ -107,6 +108,11 @@ class ConnectionList(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Error")
 class ErrorResponse(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    """Every error: a stable code, a sentence for people, and for validation errors each field's messages."""
+
+    code = serializers.CharField(help_text="By HTTP status (the API's description explains each): "
+                                           + codes_by_status() + ".")
+    detail = serializers.CharField(help_text="A sentence saying what happened and, where it helps, what to do.")
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text="VALIDATION_ERROR only: {field: [messages]}; nested fields as "
+                                             "`bracket.stop_loss`.")

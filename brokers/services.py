@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
-from brokers.models import BrokerAccount, TraderProfile
+from brokers.models import BrokerAccount, TokenGeneration, TraderProfile
 from brokers.registry import build_adapter
 from brokers.errors import ConnectionNotFound, CredentialsRefused, InvalidRequest
 
@@ -66,3 +67,19 @@ def set_live_enabled(*, user, enabled: bool) -> TraderProfile:
     profile.live_enabled_at = timezone.now() if enabled else None
     profile.save()
     return profile
+
+
+def log_out_everywhere(*, user) -> int:
+    """Ends every access and refresh token issued to `user` so far; returns the new generation.
+
+    Tokens carry the generation they were issued in (brokers.authentication): bumping it in one UPDATE
+    refuses every earlier token on its next use, in every worker, with no list of tokens kept.
+    A new login afterwards gets a token of the new generation.
+    """
+    TokenGeneration.objects.get_or_create(user=user)
+    from django.utils import timezone
+
+    TokenGeneration.objects.filter(user=user).update(number=F("number") + 1, changed_at=timezone.now())
+    number = TokenGeneration.objects.get(user=user).number
+    logger.info("log out everywhere", extra={"user_id": user.pk, "token_generation": number})
+    return number

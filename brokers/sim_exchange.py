@@ -32,8 +32,10 @@ Matching (decisions where SPEC.md is silent):
   stop-loss stop (stop-limit with stop_loss_limit). The pair reserves once (held by the
   take-profit leg): the qty for sell legs, qty x the higher leg price for buy legs (the legs of a
   sell parent; this reservation is not checked against buying power, and may take it below zero
-  until a leg ends). When one leg fills, the other is canceled. Legs are internal: they are never
-  listed, and cancelling their filled parent cancels them.
+  until a leg ends). When one leg fills, the other is canceled. The adapter reports the legs with
+  their parent (BrokerOrder.legs); each can be read and canceled by its own id, and cancelling
+  their filled parent cancels them both. Cancelling one leg hands the pair's reservation to the
+  other, which stays open.
 """
 
 from __future__ import annotations
@@ -278,16 +280,20 @@ def _price_locked_for_placement(asset_class: str, symbol: str) -> Decimal | None
 
 
 def cancel_order(*, account_id: int, broker_order_id: str) -> SimOrder:
-    """Cancel an open order (OrderNotFound / BrokerRejected "order is already filled").
+    """Cancel an open order or bracket leg (OrderNotFound / BrokerRejected "order is already filled").
 
-    A filled bracket parent whose legs are still open: the legs are canceled.
+    A filled bracket parent whose legs are still open: the legs are canceled. One leg of a pair:
+    only that leg; the other keeps the pair's reservation (see the module docstring).
     """
     with transaction.atomic():
         book = _Book.lock(account_id)
         order = (SimOrder.objects.select_for_update()
-                 .filter(account=book.account, parent__isnull=True, broker_order_id=broker_order_id).first())
+                 .filter(account=book.account, broker_order_id=broker_order_id).first())
         if order is None:
             raise OrderNotFound(f"no simulator order {broker_order_id}")
+        if order.status in OPEN and order.parent_id is not None:
+            book.close_leg(order)
+            return order
         if order.status in OPEN:
             book.close(order, OrderStatus.CANCELED)
             return order
@@ -559,6 +565,18 @@ class _Book:
         order.status, order.updated_at = status, self.now
         order.save(update_fields=["status", "updated_at", "reserved_cash", "reserved_qty"])
         logger.info("sim order closed", extra={"broker_order_id": order.broker_order_id, "status": str(status)})
+
+    def close_leg(self, leg: SimOrder) -> None:
+        """Cancel one open bracket leg. The pair reserves once (on the take-profit leg): an open
+        sibling takes that reservation over, so it can still fill (a sell leg's shares stay held)."""
+        sibling = (SimOrder.objects.select_for_update()
+                   .filter(parent_id=leg.parent_id, status__in=OPEN).exclude(pk=leg.pk).first())
+        if sibling is not None and (leg.reserved_cash or leg.reserved_qty):
+            sibling.reserved_cash += leg.reserved_cash
+            sibling.reserved_qty += leg.reserved_qty
+            leg.reserved_cash = leg.reserved_qty = ZERO
+            sibling.save(update_fields=["reserved_cash", "reserved_qty"])
+        self.close(leg, OrderStatus.CANCELED)
 
     def _release(self, order: SimOrder) -> None:
         if order.reserved_cash:

@@ -14,6 +14,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework_simplejwt import views as jwt_views
 
 from brokers.api import AppViewPolicy
+from brokers.authentication import LoginSerializer, RefreshSerializer
+from brokers.reference import describe_status
 from brokers.serializers import ErrorResponse
 
 
@@ -43,10 +45,9 @@ class AccessTokenResponse(serializers.Serializer):
     refresh = serializers.CharField(required=False, help_text="Only when refresh tokens rotate.")
 
 
-_TOKEN_ERRORS = {400: OpenApiResponse(ErrorResponse, description="VALIDATION_ERROR"),
-                 401: OpenApiResponse(ErrorResponse, description="NOT_AUTHENTICATED: wrong credentials or token"),
-                 415: OpenApiResponse(ErrorResponse, description="UNSUPPORTED_MEDIA_TYPE"),
-                 503: OpenApiResponse(ErrorResponse, description="SERVICE_UNAVAILABLE")}
+_TOKEN_ERRORS = {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in (400, 401, 413, 415, 503)}
+_LOGIN_THROTTLED = {429: OpenApiResponse(ErrorResponse, description="`RATE_LIMIT_EXCEEDED`: too many failed logins "
+                                                                    "(header `Retry-After`).")}
 
 
 class _PublicTokenRoute(AppViewPolicy):
@@ -60,12 +61,12 @@ class _PublicTokenRoute(AppViewPolicy):
 
 
 @extend_schema_view(post=extend_schema(operation_id="obtain_token", auth=[], request=TokenObtainRequest,
-                                       responses={200: TokenPair, **_TOKEN_ERRORS}))
+                                       responses={200: TokenPair, **_TOKEN_ERRORS, **_LOGIN_THROTTLED}))
 class TokenObtainView(_PublicTokenRoute, jwt_views.TokenObtainPairView):
-    pass
+    serializer_class = LoginSerializer  # failed logins throttled before hashing; tokens bound to the password
 
 
 @extend_schema_view(post=extend_schema(operation_id="refresh_token", auth=[], request=TokenRefreshRequest,
                                        responses={200: AccessTokenResponse, **_TOKEN_ERRORS}))
 class TokenRefreshView(_PublicTokenRoute, jwt_views.TokenRefreshView):
-    pass
+    serializer_class = RefreshSerializer  # a deleted user, a changed password, a log-out everywhere: 401

@@ -123,6 +123,10 @@ class BrokerOrder:
     stop_price: Decimal | None = None
     stop_limit_price: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    # A bracket order's exit orders, once the broker shows them (the simulator: after the entry
+    # fills; Alpaca: at once, "held" until then): the take-profit is the LIMIT leg, the stop-loss the
+    # STOP leg (with stop_limit_price for a stop-limit). Empty for every other order and for the legs.
+    legs: tuple[BrokerOrder, ...] = ()
 
 
 @dataclass(frozen=True)

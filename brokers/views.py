@@ -5,13 +5,14 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from brokers import services
+from brokers.reference import describe_status
 from brokers.models import BrokerAccount
 from brokers.api import AppViewPolicy
 from brokers.serializers import ConnectionCreate, ConnectionList, ConnectionOut, ErrorResponse
 
 
-def _errors(*codes):
-    return {c: OpenApiResponse(ErrorResponse) for c in codes}
+def _errors(*statuses):
+    return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
 class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):
@@ -26,7 +27,7 @@ class BrokerAccountViewSet(AppViewPolicy, viewsets.ViewSet):
                    examples=[OpenApiExample("The built-in simulator", request_only=True,
                                             value={"asset_class": "kr_equity", "exchange": "sim",
                                                    "environment": "paper", "label": "KRX simulator"})],
-                   responses={201: ConnectionOut, **_errors(400, 401, 415, 502, 503)})
+                   responses={201: ConnectionOut, **_errors(400, 401, 413, 415, 502, 503)})
     def create(self, request):
         parsed = ConnectionCreate(data=request.data)
         parsed.is_valid(raise_exception=True)

@@ -105,6 +105,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "brokers.request_log.RequestLogMiddleware",  # first: one line per request, with the final status
     "brokers.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -223,7 +224,9 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403.
+        # JWT first: its WWW-Authenticate header makes DRF answer 401 rather than 403. On the apps'
+        # routes simplejwt's class stands for its password-bound subclass (brokers/authentication.py):
+        # a malformed user_id, a deleted user, a changed password or a log-out everywhere is a 401.
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -245,6 +248,10 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(minutes=JWT_REFRESH_MINUTES),
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    # Every token simplejwt makes (RefreshToken.for_user, here too) carries a digest of the password
+    # hash it was issued under (its `hash_password` claim); the apps refuse it once the password has
+    # changed (brokers/authentication.py). The apps' login route writes the claim in any case.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -261,6 +268,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": False,
     # Paths as SPEC.md writes them: once each, without the trailing slash that every route also accepts.
     "PREPROCESSING_HOOKS": ["brokers.api.document_paths_without_trailing_slash"],
+    # The apps' reference of codes, statuses and filters (brokers/reference.py) under the description.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "brokers.reference.add_reference_to_schema"],
     "ENUM_NAME_OVERRIDES": {},
 }
 
@@ -297,6 +307,14 @@ EQUITY_ORDERS = {
     # Gates
     "RATE_LIMIT_ORDERS": _env("RATE_LIMIT_ORDERS", "30/m"),
     "RATE_LIMIT_LIVE_DAILY": _int("RATE_LIMIT_LIVE_DAILY", 200),
+    # Failed logins (brokers/login_throttle.py), django-ratelimit fixed windows on the shared cache:
+    # a few per login name, a generous number per client address (an office or a proxy shares one).
+    "RATE_LIMIT_LOGIN_FAILURES_PER_NAME": _env("RATE_LIMIT_LOGIN_FAILURES_PER_NAME", "5/m"),
+    "RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS": _env("RATE_LIMIT_LOGIN_FAILURES_PER_ADDRESS", "100/m"),
+    # Request bodies (brokers/parsers.py): larger -> 413 PAYLOAD_TOO_LARGE, deeper -> 400
+    # VALIDATION_ERROR. An order is about 300 bytes, 2 levels deep.
+    "MAX_BODY_BYTES": _int("MAX_BODY_BYTES", 64 * 1024),
+    "MAX_JSON_DEPTH": _int("MAX_JSON_DEPTH", 32),
     # RiskManager v2 defaults (fractions, not percents)
     "RISK_MAX_TRADE_RISK_PCT": _decimal("RISK_MAX_TRADE_RISK_PCT", "0.02"),
     "RISK_UNPROTECTED_LOSS_PCT": _decimal("RISK_UNPROTECTED_LOSS_PCT", "0.10"),
@@ -341,10 +359,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # brokers.request_log writes one line per request ("equity.requests"); Django's own request lines
+    # would repeat every 4xx and 5xx (django.request) and every request under runserver (django.server),
+    # so of those only the records that carry a traceback (an unhandled exception) are kept.
+    "filters": {"only_tracebacks": {"()": "django.utils.log.CallbackFilter",
+                                    "callback": "ext://brokers.request_log.only_tracebacks"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {
-        "django.server": {"level": "WARNING"},
+        "django.request": {"filters": ["only_tracebacks"]},
+        "django.server": {"filters": ["only_tracebacks"]},
         # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
         "urllib3": {"level": "WARNING"},
         # The worker logs every task's start and end at INFO: the periodic ones every few seconds.

@@ -20,6 +20,13 @@ class Attempt(models.TextChoices):
     FAILED = "failed"  # nothing placed (gate, risk, broker refusal, 502): a repeat is a new attempt
 
 
+class LegRole(models.TextChoices):
+    """Which exit of a bracket a leg is; the suffix of its order_id."""
+
+    TAKE_PROFIT = "tp", "take-profit"  # the limit leg
+    STOP_LOSS = "sl", "stop-loss"  # the stop or stop-limit leg
+
+
 class Order(models.Model):
     """The idempotency row and the service's last known state of one order.
 
@@ -58,6 +65,11 @@ class Order(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
 
+    # A bracket order's exit order as the broker reports it (equity.services.mirror_legs): a row of its
+    # own, so it is listed, read and canceled like any order, with its parent and its role.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="legs")
+    leg = models.CharField(max_length=2, choices=LegRole.choices, blank=True, default="")
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "client_order_id"], name="one_order_per_user_key"),
@@ -75,6 +87,10 @@ class Order(models.Model):
     @property
     def live(self) -> bool:
         return self.environment == "live"
+
+    @property
+    def is_leg(self) -> bool:
+        return self.parent_id is not None
 
 
 class OrderTally(models.Model):

@@ -15,8 +15,8 @@ from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
 from brokers.errors import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
 from equity.events import save_order_state
-from equity.models import Attempt, Order, OrderEvent, OrderTally, WebhookSubscription
-from equity.services import apply_broker_state, resolve_pending
+from equity.models import Attempt, LegRole, Order, OrderEvent, OrderTally, WebhookSubscription
+from equity.services import apply_broker_state, mirror_legs, resolve_pending, sync_bracket, update_leg
 
 STATUS_GROUPS = {
     "pending": [OrderStatus.PENDING],
@@ -46,14 +46,35 @@ def _mark_invalid_on_refusal(connection: BrokerAccount, err: DomainError) -> Non
 
 def owned_order(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
     """The caller's order by broker_order_id or order_id, checked against the audit trail first."""
-    if owned_order_event(user_id=user.pk, order_ref=order_ref) is None:
+    if owned_order_event(user_id=user.pk, order_ref=order_ref) is None and not _mirrored_leg(
+            user=user, order_ref=order_ref, asset_class=asset_class, live=live):
         raise OrderNotFound(f"No order {order_ref!r} of yours.")
-    order = (Order.objects.select_related("connection")
+    order = (Order.objects.select_related("connection", "parent")
              .filter(user=user, attempt=Attempt.DONE, asset_class=asset_class, environment=_environment(live))
              .filter(Q(broker_order_id=order_ref) | Q(client_order_id=order_ref)).first())
     if order is None:
         raise OrderNotFound(f"No {asset_class} {_environment(live)} order {order_ref!r} of yours.")
     return order
+
+
+def _mirrored_leg(*, user, order_ref: str, asset_class: str, live: bool) -> bool:
+    """A leg's order_id (the parent's plus `:tp` / `:sl`) asked for before any read has seen the leg:
+    read the caller's own bracket order, which mirrors its legs; True when the leg now is the caller's."""
+    parent_ref, _, role = order_ref.rpartition(":")
+    if role not in LegRole.values or not parent_ref or owned_order_event(user_id=user.pk, order_ref=parent_ref) is None:
+        return False
+    parent = (Order.objects.select_related("connection")
+              .filter(user=user, attempt=Attempt.DONE, asset_class=asset_class, environment=_environment(live),
+                      client_order_id=parent_ref, parent__isnull=True, bracket__isnull=False)
+              .exclude(broker_order_id=None).first())
+    if parent is None:
+        return False
+    try:
+        sync_bracket(parent, adapter_for_order(parent))
+    except DomainError as err:
+        _mark_invalid_on_refusal(parent.connection, err)
+        raise
+    return owned_order_event(user_id=user.pk, order_ref=order_ref) is not None
 
 
 def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
@@ -63,6 +84,8 @@ def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) ->
         resolve_pending(order, adapter=adapter, give_up_absent=False)
         return order
     try:
+        if order.is_leg or order.bracket:
+            return _bracket_order_get(order, adapter)
         fresh = adapter.get_order(order.broker_order_id, symbol=order.symbol)
     except DomainError as err:
         _mark_invalid_on_refusal(order.connection, err)
@@ -73,6 +96,40 @@ def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) ->
     return order
 
 
+def _bracket_order_get(order: Order, adapter: BrokerAdapter) -> Order:
+    """A bracket order, or one of its legs, read through the parent: one broker read brings the parent
+    and both legs up to date, so a leg never shows open while its other leg has filled."""
+    parent = order.parent if order.is_leg else order
+    legs = sync_bracket(parent, adapter)
+    if not order.is_leg:
+        return parent
+    leg = next((row for row in legs if row.pk == order.pk), order)
+    leg.leg_rows = []
+    return leg
+
+
+def attach_legs(orders: list[Order]) -> None:
+    """Set what OrderResponse renders of a bracket on each order, in at most two queries whatever the
+    page holds (none without brackets): `leg_rows` of the bracket orders (a leg that is on the page too
+    is the same instance), and `parent_key` (the parent's order_id) of the legs."""
+    by_pk = {order.pk: order for order in orders}
+    parents = [o for o in orders if o.bracket and not o.is_leg]
+    for order in orders:
+        order.leg_rows = []
+    if parents:
+        for leg in Order.objects.filter(parent__in=parents).order_by("id"):
+            leg = by_pk.get(leg.pk, leg)
+            by_pk[leg.parent_id].leg_rows.append(leg)
+    keys = {o.pk: o.client_order_id for o in parents}
+    missing = {o.parent_id for o in orders if o.is_leg and o.parent_id not in keys}
+    if missing:
+        keys.update(Order.objects.filter(pk__in=missing).values_list("pk", "client_order_id"))
+    for order in orders:
+        for row in [order, *order.leg_rows]:
+            if row.is_leg:
+                row.parent_key = keys.get(row.parent_id)
+
+
 @dataclass
 class OrderPage:
     items: list[Order]
@@ -81,29 +138,59 @@ class OrderPage:
     size: int
 
 
-def refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> bool:
+def _unsettled(order: Order) -> bool:
+    """Not final, or a bracket order with a leg that is (or no leg seen yet, once the entry filled)."""
+    if order.status in NOT_FINAL:
+        return True
+    legs = getattr(order, "leg_rows", None) or []
+    if order.bracket and not order.is_leg and order.status == OrderStatus.FILLED and not legs:
+        return True
+    return any(leg.status in NOT_FINAL for leg in legs)
+
+
+@dataclass
+class Refreshed:
+    changed: bool = False  # an order's state changed
+    rows_added: bool = False  # bracket legs seen for the first time: new rows, which may belong on the page
+
+
+def refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> Refreshed:
     """Bring the stored state of the not-yet-final orders among `orders` up to the broker's, with one
-    broker listing over their time window. True when any changed.
+    broker listing over their time window (a bracket's legs come nested in it).
 
     Only the page being shown is refreshed, so the cost follows the page size, not the user's
     history; orders off the page are brought up to date when they are shown, read one by one,
     or resolved by reconcile_orders.
     """
-    unsettled = [o for o in orders if o.status in NOT_FINAL and o.broker_order_id]
+    unsettled = [o for o in orders if o.broker_order_id and _unsettled(o)]
     if not unsettled:
-        return False
-    since = min(o.submitted_at or o.attempt_started_at for o in unsettled) - timedelta(seconds=5)
+        return Refreshed()
+    # A leg's attempt_started_at is its parent's: the broker lists a leg nested in its parent.
+    since = min(o.attempt_started_at if o.is_leg else o.submitted_at or o.attempt_started_at
+                for o in unsettled) - timedelta(seconds=5)
     try:
-        fresh = {b.broker_order_id: b for b in adapter.list_orders(scope=ListScope.ALL, since=since)}
+        listed = adapter.list_orders(scope=ListScope.ALL, since=since)
     except DomainError as err:
         _mark_invalid_on_refusal(connection, err)
         raise
-    changed_rows = [o for o in unsettled
-                    if o.broker_order_id in fresh and apply_broker_state(o, fresh[o.broker_order_id])]
+    fresh = {b.broker_order_id: b for b in listed}
+    fresh_legs = {leg.broker_order_id: leg for b in listed for leg in b.legs}
+    plain = [o for o in unsettled if not o.is_leg]
+    changed_rows = [o for o in plain if o.broker_order_id in fresh and apply_broker_state(o, fresh[o.broker_order_id])]
     for order in changed_rows:  # each its own short transaction with its event (the emit point)
         with transaction.atomic():
             save_order_state(order, fields=["status", "filled_qty", "avg_fill_price", "updated_at", "submitted_at"])
-    return bool(changed_rows)
+    legs_changed = legs_opened = False
+    mirrored: set[int] = set()
+    for parent in [o for o in plain if o.broker_order_id in fresh and fresh[o.broker_order_id].legs]:
+        before = [(leg.pk, leg.status) for leg in parent.leg_rows]
+        parent.leg_rows = mirror_legs(parent, fresh[parent.broker_order_id], rows=parent.leg_rows)
+        legs_opened |= len(before) != len(parent.leg_rows)
+        legs_changed |= before != [(leg.pk, leg.status) for leg in parent.leg_rows]
+        mirrored.update(leg.pk for leg in parent.leg_rows)
+    for leg in [o for o in unsettled if o.is_leg and o.pk not in mirrored and o.broker_order_id in fresh_legs]:
+        legs_changed |= update_leg(leg, fresh_legs[leg.broker_order_id])
+    return Refreshed(changed=bool(changed_rows) or legs_changed, rows_added=legs_opened)
 
 
 def order_list_for_user(*, user, asset_class: str, live: bool, status: str | None, page: int,
@@ -120,8 +207,12 @@ def order_list_for_user(*, user, asset_class: str, live: bool, status: str | Non
     start = (page - 1) * size
     ordered = rows.order_by("-submitted_at", "-id")
     items = list(ordered[start:start + size])
-    if refresh_unsettled(connection, adapter, items) and status:
-        items = list(ordered[start:start + size])  # a refreshed order may have left the status group
+    attach_legs(items)
+    refreshed = refresh_unsettled(connection, adapter, items)
+    if refreshed.rows_added or (refreshed.changed and status):
+        # A refreshed order may have left the status group; legs seen for the first time join the list.
+        items = list(ordered[start:start + size])
+        attach_legs(items)
     # The triggers' tally, not rows.count(): the same number, without reading the whole history.
     total = tallies.aggregate(total=Sum("n"))["total"] or 0
     return OrderPage(items=items, total=total, page=page, size=size)

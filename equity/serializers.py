@@ -13,11 +13,17 @@ from rest_framework import serializers
 from brokers.amounts import NOT_AN_AMOUNT, is_amount
 from brokers.serializers import ErrorResponse  # noqa: F401 - the envelope, shared by every app's views
 from brokers.serializers import NamedChoiceField
+from brokers.reference import LIST_FILTERS, ORDER_STATUSES
 from brokers.types import AssetClass, OrderType, Side, TimeInForce
 
-STATUS_FILTERS = ("pending", "open", "filled", "canceled", "rejected")
+STATUS_FILTERS = tuple(name for name, _ in LIST_FILTERS)
 # Used with fullmatch: `$` would also accept a trailing newline.
 _KEY_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+
+
+MAX_AMOUNT = Decimal(10) ** 12  # exclusive
+AMOUNT_STEP = Decimal("1e-10")
+AMOUNT_LIMITS = f"A JSON number > 0 and < 10^12, in steps of {AMOUNT_STEP:f} (at most 10 decimal places)."
 
 
 @extend_schema_field({"type": "number", "format": "double", "minimum": 1e-10,
@@ -34,10 +40,27 @@ class PositiveAmount(serializers.DecimalField):
     "١" (Arabic-Indic), "１" (full-width), " 1 ", "+1" or "1e3"; none of them is an amount here.
     """
 
-    default_error_messages = {"not_an_amount": NOT_AN_AMOUNT}
+    default_error_messages = {
+        "not_an_amount": NOT_AN_AMOUNT,
+        "amount_max": f"Must be less than {MAX_AMOUNT} (10^12), the largest price or quantity accepted.",
+        "amount_step": f"Must be a multiple of {AMOUNT_STEP:f} (at most 10 decimal places), the smallest step "
+                       "accepted.",
+        "max_string_length": f"Too long for an amount: less than {MAX_AMOUNT}, in steps of {AMOUNT_STEP:f}.",
+    }
 
     def __init__(self, **kwargs):
+        # The schema's description states the limits that the error messages name.
+        kwargs["help_text"] = " ".join(filter(None, [kwargs.get("help_text"), AMOUNT_LIMITS]))
         super().__init__(max_digits=22, decimal_places=10, **kwargs)
+
+    def validate_precision(self, value: Decimal) -> Decimal:
+        """The limits in the schema's words (maximum, step) rather than DRF's digit counts; trailing zeros
+        past the tenth place ("1.500000000000") are no extra precision and pass."""
+        if value.copy_abs() >= MAX_AMOUNT:
+            self.fail("amount_max")
+        if value.as_tuple().exponent < -10 and value != value.quantize(AMOUNT_STEP):
+            self.fail("amount_step")
+        return value
 
     def to_internal_value(self, data):
         if not is_amount(data):
@@ -196,7 +219,9 @@ class OrderQuery(serializers.Serializer):
 
 
 class OrderListQuery(OrderQuery):
-    status = NamedChoiceField(choices=STATUS_FILTERS, required=False, enum_name="OrderStatusFilterEnum")
+    status = NamedChoiceField(choices=STATUS_FILTERS, required=False, enum_name="OrderStatusFilterEnum",
+                              help_text="; ".join(f"`{name}` = {statuses}" for name, statuses in LIST_FILTERS)
+                              + ". Omitted: every status.")
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
     size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
@@ -219,12 +244,6 @@ class BracketOut(serializers.Serializer):
     stop_loss_limit = _number(allow_null=True, required=False)
 
 
-@extend_schema_serializer(component_name="OrderMetadata")
-class OrderMetadata(serializers.Serializer):
-    report_uuid = serializers.UUIDField(required=False, allow_null=True)
-    stop_limit_price = _number(required=False, allow_null=True)
-
-
 @extend_schema_serializer(component_name="OrderResponse")
 class OrderResponse(serializers.Serializer):
     order_id = serializers.CharField(source="client_order_id", help_text="Equals client_order_id.")
@@ -240,9 +259,8 @@ class OrderResponse(serializers.Serializer):
     order_type = serializers.CharField()
     limit_price = _number(allow_null=True)
     stop_price = _number(allow_null=True)
-    status = NamedChoiceField(enum_name="OrderStatusEnum",
-                              choices=["pending", "accepted", "partially_filled", "filled", "canceled",
-                                              "expired", "rejected"])
+    status = NamedChoiceField(enum_name="OrderStatusEnum", choices=[name for name, _ in ORDER_STATUSES],
+                              help_text="; ".join(f"`{name}`: {meaning}" for name, meaning in ORDER_STATUSES) + ".")
     currency = serializers.CharField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
@@ -255,6 +273,14 @@ class OrderResponse(serializers.Serializer):
             meta["report_uuid"] = str(order.report_uuid)
         if order.order_type == OrderType.STOP_LIMIT and order.limit_price is not None:
             meta["stop_limit_price"] = order.limit_price
+        if order.is_leg:
+            key = getattr(order, "parent_key", None)
+            meta["parent_order_id"] = key if key is not None else order.parent.client_order_id
+        elif order.bracket:
+            rows = getattr(order, "leg_rows", None)
+            if rows is None:  # not read by a selector: a placement's answer
+                rows = list(order.legs.order_by("id"))
+            meta["legs"] = OrderResponse(rows, many=True, context=self.context).data
         return meta
 
     def to_representation(self, instance):
@@ -265,6 +291,25 @@ class OrderResponse(serializers.Serializer):
         if "stop_limit_price" in data["metadata"]:
             data["metadata"]["stop_limit_price"] = float(data["metadata"]["stop_limit_price"])
         return data
+
+
+@extend_schema_serializer(component_name="OrderMetadata")
+class OrderMetadata(serializers.Serializer):
+    """OrderResponse.metadata: the source's `report_uuid` and `stop_limit_price`, and a bracket's legs.
+
+    OrderResponse keeps exactly the source's fields (SPEC.md), so what a bracket adds lives here.
+    """
+
+    report_uuid = serializers.UUIDField(required=False, help_text="The report that prompted the order.")
+    stop_limit_price = _number(required=False, help_text="A stop_limit order's limit price.")
+    legs = OrderResponse(many=True, required=False, help_text=(
+        "A bracket order's take-profit (limit) and stop-loss (stop or stop_limit) orders, each an order of its "
+        "own that can be read and canceled by its ids; empty until the broker shows them (the simulator: once "
+        "the entry fills; Alpaca: at once, accepted until then). When one fills, the broker cancels the other. "
+        "Only on a bracket order."))
+    parent_order_id = serializers.CharField(required=False, help_text=(
+        "Only on a bracket leg: the order_id of the bracket order it belongs to. A leg's own order_id is the "
+        "parent's plus `:tp` (take-profit) or `:sl` (stop-loss)."))
 
 
 @extend_schema_serializer(component_name="OrderListResponse", many=False)  # a page object, not an array

@@ -32,14 +32,14 @@ from audit.services import RequestMeta, record_order_event
 from brokers.base import BrokerAdapter
 from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
-from brokers.types import (AssetClass, Bracket, BrokerOrder, Environment, OrderRequest, OrderStatus, OrderType,
-                           Side, TimeInForce)
+from brokers.types import (FINAL_STATUSES, AssetClass, Bracket, BrokerOrder, Environment, OrderRequest, OrderStatus,
+                           OrderType, Side, TimeInForce)
 from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity.alerts import send_first_live_alert
-from equity.events import lock_event_stream, save_order_state
+from equity.events import lock_event_stream, record_new_order, save_order_state
 from equity.gates import check_flags, check_rate
-from equity.models import Attempt, Order
+from equity.models import Attempt, LegRole, Order
 from risk.manager import RiskManager
 
 logger = logging.getLogger(__name__)
@@ -283,27 +283,31 @@ def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
     first_live = False
     with transaction.atomic():
         save_order_state(order, fields=changed, placed=True)
-        if order.live:
-            first_live = _record_placed_live(order, meta, result)
-        else:
-            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
-                               broker_reply=_reply(result), **_audit_fields(order))
+        first_live = _record_placement(order, meta, event_type=EventType.PLACED, broker_reply=_reply(result))
     if first_live:
         transaction.on_commit(lambda: send_first_live_alert(order))
+    if result.legs:  # Alpaca shows a bracket's legs at once; the simulator when the entry filled at once
+        order.leg_rows = mirror_legs(order, result, meta=meta)
     return Placed(order, 201)
 
 
-def _record_placed_live(order: Order, meta: RequestMeta, result: BrokerOrder) -> bool:
-    """Mark the user's first live order exactly once: a partial unique index settles any race."""
-    try:
-        with transaction.atomic():
-            record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta, first_live_order=True,
-                               broker_reply=_reply(result), **_audit_fields(order))
-        return True
-    except IntegrityError:
-        record_order_event(user_id=order.user_id, event_type=EventType.PLACED, meta=meta,
-                           broker_reply=_reply(result), **_audit_fields(order))
-        return False
+def _record_placement(order: Order, meta: RequestMeta | None, *, event_type: EventType, broker_reply: dict) -> bool:
+    """Audit an order the broker holds: placed at once, or a pending one found or placed later.
+
+    A live one may be the user's first live order, marked exactly once (a partial unique index
+    settles any race); True when this row is that mark, so the caller alerts the operators.
+    """
+    if order.live:
+        try:
+            with transaction.atomic():
+                record_order_event(user_id=order.user_id, event_type=event_type, meta=meta, first_live_order=True,
+                                   broker_reply=broker_reply, **_audit_fields(order))
+            return True
+        except IntegrityError:
+            pass
+    record_order_event(user_id=order.user_id, event_type=event_type, meta=meta, broker_reply=broker_reply,
+                       **_audit_fields(order))
+    return False
 
 
 def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
@@ -395,16 +399,20 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
                 or (found is None and locked.attempt_started_at != order.attempt_started_at)):
             order.refresh_from_db()
             return False
+        first_live = False
         if found is None:
             locked.status = OrderStatus.REJECTED
             locked.updated_at = timezone.now()
-            reply = {"found": False}
+            save_order_state(locked)
+            record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta,
+                               broker_reply={"found": False}, **_audit_fields(locked))
         else:
             apply_broker_state(locked, found)
-            reply = {**_reply(found), "resent": True} if resent else _reply(found)
-        save_order_state(locked)
-        record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta, broker_reply=reply,
-                           **_audit_fields(locked))
+            save_order_state(locked)
+            first_live = _record_placement(locked, meta, event_type=EventType.RESOLVED,
+                                           broker_reply={**_reply(found), "resent": True} if resent else _reply(found))
+        if first_live:
+            transaction.on_commit(lambda: send_first_live_alert(locked))
     order.refresh_from_db()
     return True
 
@@ -429,6 +437,8 @@ def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: B
             return False
     _resolve(order, found, meta)
     order.refresh_from_db()
+    if found is not None and found.legs:
+        mirror_legs(order, found, meta=meta)
     return order.status != OrderStatus.PENDING or bool(order.broker_order_id)
 
 
@@ -439,9 +449,205 @@ def mark_placed(order: Order) -> None:
     order.refresh_from_db()
 
 
+# --- Bracket legs -------------------------------------------------------------------------------
+#
+# A bracket's take-profit and stop-loss are orders of their own at the broker (BrokerOrder.legs of
+# the parent). Each gets an Order row of its own, linked to its parent, the first time a read of the
+# parent shows it: so it is listed, read and canceled like any order, and ownership comes from the
+# audit trail as for any order (its `leg_opened` event names it, under the parent's user).
+
+def leg_role(leg: BrokerOrder) -> LegRole:
+    """take_profit is the limit leg, stop_loss the stop or stop-limit leg (Alpaca's legs, the simulator's)."""
+    return LegRole.TAKE_PROFIT if leg.order_type == OrderType.LIMIT else LegRole.STOP_LOSS
+
+
+def leg_order_ids(parent_key: str, role: str, broker_order_id: str) -> list[str]:
+    """The order_id a leg may take, in order of preference: the parent's plus `:tp` / `:sl`, then (when
+    that is taken: by a key of the user's own, or by an earlier leg of this role that the broker
+    replaced) one made unique by a digest of the leg's broker id. Each is a valid client_order_id:
+    at most 64 of the characters a key may hold."""
+    suffix = f":{role}"
+    room = 64 - len(suffix)
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    plain = parent_key if len(parent_key) <= room else f"{parent_key[:room - 9]}.{digest(parent_key)}"
+    return [f"{plain}{suffix}", f"{parent_key[:room - 9]}.{digest(broker_order_id)}{suffix}"]
+
+
+def _leg_end_event(status: str) -> EventType | None:
+    if status == OrderStatus.FILLED:
+        return EventType.LEG_FILLED
+    return EventType.LEG_ENDED if status in FINAL_STATUSES else None
+
+
+def _leg_row(parent: Order, leg: BrokerOrder, order_id: str) -> Order:
+    stop_limit = leg.order_type == OrderType.STOP and leg.stop_limit_price is not None
+    return Order(
+        user_id=parent.user_id, client_order_id=order_id, request_fingerprint="", attempt=Attempt.DONE,
+        # The parent's: a listing over a leg's time window must reach back to its parent, in which the
+        # broker nests it.
+        attempt_started_at=parent.attempt_started_at,
+        connection_id=parent.connection_id, asset_class=parent.asset_class, exchange=parent.exchange,
+        environment=parent.environment, currency=parent.currency, symbol=parent.symbol, side=leg.side,
+        order_type=OrderType.STOP_LIMIT if stop_limit else leg.order_type,
+        time_in_force=leg.time_in_force or parent.time_in_force, qty=leg.qty,
+        limit_price=leg.stop_limit_price if stop_limit else leg.limit_price, stop_price=leg.stop_price,
+        report_uuid=parent.report_uuid, broker_client_id=leg.broker_client_id or "",
+        broker_order_id=leg.broker_order_id, status=leg.status, filled_qty=leg.filled_qty,
+        avg_fill_price=leg.avg_fill_price, submitted_at=leg.submitted_at, updated_at=leg.updated_at,
+        parent=parent, leg=leg_role(leg))
+
+
+def _open_leg(parent: Order, leg: BrokerOrder, meta: RequestMeta | None) -> Order | None:
+    """The row of a leg seen for the first time, audited `leg_opened` (and its end, if it has ended)."""
+    for order_id in leg_order_ids(parent.client_order_id, leg_role(leg), leg.broker_order_id):
+        row = _leg_row(parent, leg, order_id)
+        try:
+            with transaction.atomic():
+                lock_event_stream(row.user_id)  # before the row, as every state write does (equity.events)
+                row.save(force_insert=True)
+                record_new_order(row)  # a leg's first state is an event of the user's feed
+                record_order_event(user_id=row.user_id, event_type=EventType.LEG_OPENED, meta=meta,
+                                   broker_reply=_reply(leg), **_audit_fields(row))
+                ended = _leg_end_event(row.status)
+                if ended is not None:
+                    record_order_event(user_id=row.user_id, event_type=ended, meta=meta,
+                                       broker_reply=_reply(leg), **_audit_fields(row))
+            return row
+        except IntegrityError:
+            mirrored = Order.objects.filter(parent=parent, broker_order_id=leg.broker_order_id).first()
+            if mirrored is not None:  # a concurrent read mirrored it first
+                update_leg(mirrored, leg, meta)
+                return mirrored
+    logger.error("bracket leg has no free order_id; not mirrored",
+                 extra={"client_order_id": parent.client_order_id, "broker_order_id": leg.broker_order_id})
+    return None
+
+
+def update_leg(row: Order, leg: BrokerOrder, meta: RequestMeta | None = None, *, audited: bool = False) -> bool:
+    """Copy the broker's state of a leg onto its row; a leg that ends is audited exactly once, by the
+    read whose conditional update moves it (concurrent reads see the same change: one of them wins).
+    audited: the change is the user's own cancel, audited by cancel_order. True when the row changed."""
+    before = row.status
+    changed = apply_broker_state(row, leg)
+    if not changed:
+        return False
+    with transaction.atomic():
+        # The emit point's guarded write: the read that moves the state wins, and emits its event.
+        won = save_order_state(row, fields=changed) is not None
+        ended = _leg_end_event(row.status) if before not in FINAL_STATUSES else None
+        if won and ended is not None and not audited:
+            record_order_event(user_id=row.user_id, event_type=ended, meta=meta, broker_reply=_reply(leg),
+                               **_audit_fields(row))
+    if not won:
+        row.refresh_from_db()
+    return True
+
+
+def mirror_legs(parent: Order, broker: BrokerOrder, *, rows: list[Order] | None = None,
+                meta: RequestMeta | None = None, canceled_by_user: frozenset[str] = frozenset()) -> list[Order]:
+    """Bring the leg rows of a bracket order up to the broker's legs of it; the parent's leg rows, oldest
+    first. rows: the parent's leg rows when the caller has them read (else one query)."""
+    rows = list(parent.legs.order_by("id")) if rows is None else list(rows)
+    by_broker_id = {row.broker_order_id: row for row in rows}
+    for leg in broker.legs:
+        row = by_broker_id.get(leg.broker_order_id)
+        if row is not None:
+            update_leg(row, leg, meta, audited=leg.broker_order_id in canceled_by_user)
+        elif (opened := _open_leg(parent, leg, meta)) is not None:
+            rows.append(opened)
+            by_broker_id[leg.broker_order_id] = opened
+    return sorted(rows, key=lambda row: row.pk)
+
+
+def sync_bracket(parent: Order, adapter: BrokerAdapter, *, meta: RequestMeta | None = None,
+                 canceled_by_user: frozenset[str] = frozenset()) -> list[Order]:
+    """Read a bracket order at its broker: its own state and its legs' onto their rows; the leg rows."""
+    fresh = adapter.get_order(parent.broker_order_id, symbol=parent.symbol)
+    changed = apply_broker_state(parent, fresh)
+    if changed:
+        save_order_state(parent, fields=changed)
+    parent.leg_rows = mirror_legs(parent, fresh, meta=meta, canceled_by_user=canceled_by_user)
+    return parent.leg_rows
+
+
+def _cancel_at_broker(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMeta) -> None:
+    """One cancel call; a refusal is audited (cancel_rejected) and raised."""
+    try:
+        adapter.cancel_order(order.broker_order_id, symbol=order.symbol)
+    except DomainError as err:
+        if isinstance(err, CredentialsRefused):
+            _mark_invalid(order.connection)
+        record_order_event(user_id=user.pk, event_type=EventType.CANCEL_REJECTED, meta=meta, error=err,
+                           **_audit_fields(order))
+        raise
+
+
+def _cancel_bracket(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMeta) -> None:
+    """DELETE of a bracket order or of one of its legs. A leg: that leg only. The parent: the parent
+    while it is open (its broker drops the legs that wait on it), then every leg still open. Each cancel
+    is audited (`canceled`, or `cancel_rejected`); the bracket is read back after its last cancel. A
+    bracket with nothing open left gets the broker's own refusal, as any final order does."""
+    parent = order.parent if order.is_leg else order
+    canceled: list[Order] = []
+    first_error: DomainError | None = None
+
+    def read_back() -> list[Order] | None:
+        try:
+            return sync_bracket(parent, adapter, meta=meta,
+                                canceled_by_user=frozenset(row.broker_order_id for row in canceled))
+        except DomainError:
+            return None  # the cancels went through; the next read refreshes the state
+
+    if order.is_leg:
+        _cancel_at_broker(user=user, order=order, adapter=adapter, meta=meta)
+        canceled.append(order)
+        legs = read_back()
+    else:
+        try:
+            legs = sync_bracket(parent, adapter, meta=meta)  # its state and its legs decide what is open
+        except DomainError as err:
+            if isinstance(err, CredentialsRefused):
+                _mark_invalid(parent.connection)
+            record_order_event(user_id=user.pk, event_type=EventType.CANCEL_REJECTED, meta=meta, error=err,
+                               **_audit_fields(parent))
+            raise
+        if not OrderStatus(parent.status).is_final:
+            _cancel_at_broker(user=user, order=parent, adapter=adapter, meta=meta)
+            canceled.append(parent)
+            legs = read_back()
+        still_open = [leg for leg in legs or [] if not OrderStatus(leg.status).is_final]
+        for leg in still_open:
+            try:
+                _cancel_at_broker(user=user, order=leg, adapter=adapter, meta=meta)
+                canceled.append(leg)
+            except DomainError as err:  # the other legs are still canceled; the first refusal is the answer
+                first_error = first_error or err
+        if not canceled and first_error is None:
+            _cancel_at_broker(user=user, order=parent, adapter=adapter, meta=meta)  # raises the refusal
+            canceled.append(parent)  # a broker that cancels a final order anyway
+        if still_open:
+            legs = read_back()
+    rows = {row.pk: row for row in [parent, *(legs or [])]}
+    with transaction.atomic():
+        for target in canceled:
+            row = rows.get(target.pk, target)
+            if legs is None:  # not read back: the broker accepted the cancel
+                row.status, row.updated_at = OrderStatus.CANCELED, timezone.now()
+                save_order_state(row, fields=["status", "updated_at"])
+            record_order_event(user_id=user.pk, event_type=EventType.CANCELED, meta=meta, **_audit_fields(row))
+    if first_error is not None:
+        raise first_error
+
+
 # --- Cancel -------------------------------------------------------------------------------------
 
 def cancel_order(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMeta) -> None:
+    if order.broker_order_id and (order.is_leg or order.bracket):
+        _cancel_bracket(user=user, order=order, adapter=adapter, meta=meta)
+        return
     if not order.broker_order_id:
         resolve_pending(order, meta=meta, adapter=adapter)
         if not order.broker_order_id:

@@ -17,14 +17,16 @@ from datetime import timedelta
 
 from django.core.cache import cache
 from django.db import connections
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from brokers import sim_exchange
 from brokers.conf import conf
 from brokers.models import BrokerAccount, SimAccount
 from brokers.registry import build_adapter
+from brokers.types import OrderStatus
 from equity.models import Attempt, Order
-from equity.selectors import NOT_FINAL, refresh_unsettled
+from equity.selectors import NOT_FINAL, attach_legs, refresh_unsettled
 from equity.services import STALE_ATTEMPT, mark_placed, resolve_pending
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,18 @@ class SyncReport:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
+def _unsettled_orders():
+    """Placed orders whose state may still change: not final (bracket legs included), and bracket
+    orders that filled before any read saw their legs (the sync mirrors them)."""
+    no_legs_yet = ~Exists(Order.objects.filter(parent=OuterRef("pk")))
+    return (Order.objects.filter(attempt=Attempt.DONE, broker_order_id__isnull=False)
+            .filter(Q(status__in=NOT_FINAL)
+                    | (Q(status=OrderStatus.FILLED, bracket__isnull=False, parent__isnull=True) & no_legs_yet)))
+
+
 def connections_with_open_orders():
-    return (BrokerAccount.objects.filter(pk__in=Order.objects.filter(
-        attempt=Attempt.DONE, status__in=NOT_FINAL, broker_order_id__isnull=False).values("connection_id"))
-        .exclude(status=BrokerAccount.Status.INVALID).order_by("pk"))
+    return (BrokerAccount.objects.filter(pk__in=_unsettled_orders().values("connection_id"))
+            .exclude(status=BrokerAccount.Status.INVALID).order_by("pk"))
 
 
 def _backing_off(connection_id: int) -> bool:
@@ -75,11 +85,11 @@ def _note_success(connection_id: int) -> None:
 def sync_connection(connection: BrokerAccount) -> int:
     """Bring the connection's open orders up to its broker's state; how many changed. Raises the
     broker's fault (DomainError) or any other error to the caller, which isolates it."""
-    orders = list(Order.objects.filter(connection=connection, attempt=Attempt.DONE, status__in=NOT_FINAL,
-                                       broker_order_id__isnull=False)
+    orders = list(_unsettled_orders().filter(connection=connection).select_related("parent")
                   .order_by("submitted_at", "pk")[:conf.SYNC_MAX_ORDERS_PER_CONNECTION])
     if not orders:
         return 0
+    attach_legs(orders)
     before = {o.pk: (o.status, o.filled_qty) for o in orders}
     refresh_unsettled(connection, build_adapter(connection), orders)
     return sum(1 for o in orders if (o.status, o.filled_qty) != before[o.pk])
@@ -139,10 +149,6 @@ class ReconcileReport:
 
 def reconcile_pending_orders(*, older_than: timedelta = timedelta(seconds=60)) -> ReconcileReport:
     """Resolve every pending order older than `older_than` by looking it up (never a re-send)."""
-    from django.db.models import Q
-
-    from brokers.types import OrderStatus
-
     now = timezone.now()
     pending = (Order.objects.select_related("connection")
                .filter(status=OrderStatus.PENDING, broker_order_id=None, attempt_started_at__lt=now - older_than)

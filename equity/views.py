@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from audit.services import RequestMeta
 from brokers.api import AppViewPolicy
+from brokers.reference import describe_status
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
 from equity import selectors, services, webhooks
@@ -19,14 +20,9 @@ from equity.serializers import (AccountResponse, ErrorResponse, EventListRespons
                                 WebhookResponse)
 
 
-def errors(*codes: int) -> dict:
-    text = {400: "VALIDATION_ERROR", 401: "NOT_AUTHENTICATED",
-            403: "BROKER_NOT_CONFIGURED, LIVE_NOT_ENABLED, TRADING_HALTED", 404: "ORDER_NOT_FOUND, NOT_FOUND",
-            409: "IDEMPOTENCY_IN_PROGRESS", 415: "UNSUPPORTED_MEDIA_TYPE",
-            422: "RISK_RULE_VIOLATION, MARKET_CLOSED, INSUFFICIENT_FUNDS, BROKER_REJECTED, VALIDATION_ERROR",
-            429: "RATE_LIMIT_EXCEEDED, RATE_LIMIT_LIVE_DAILY", 502: "BROKER_UNAVAILABLE",
-            503: "FEATURE_DISABLED, SERVICE_UNAVAILABLE"}
-    return {c: OpenApiResponse(ErrorResponse, description=text.get(c, "")) for c in codes}
+def errors(*statuses: int) -> dict:
+    """The error responses of an operation, each described with its codes and their meaning."""
+    return {s: OpenApiResponse(ErrorResponse, description=describe_status(s)) for s in statuses}
 
 
 READ_ERRORS = errors(400, 401, 403, 404, 502, 503)
@@ -71,7 +67,7 @@ class OrderViewSet(AppViewPolicy, viewsets.ViewSet):
     @extend_schema(operation_id="place_order", request=PlaceOrderRequest, examples=PLACE_ORDER_EXAMPLES,
                    responses={201: OrderResponse, 200: OpenApiResponse(OrderResponse, description="Idempotent replay"),
                               202: OpenApiResponse(OrderResponse, description="Outcome unknown: status pending"),
-                              **errors(400, 401, 403, 409, 415, 422, 429, 502, 503)})
+                              **errors(400, 401, 403, 409, 413, 415, 422, 429, 502, 503)})
     def create(self, request):
         fields = _parse(PlaceOrderRequest, request.data)
         placed = services.place_order(user=request.user, fields=fields, meta=RequestMeta.of(request))

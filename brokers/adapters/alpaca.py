@@ -427,6 +427,9 @@ class AlpacaAdapter(UniqueClientIds):
             stop_price=stop_price,
             stop_limit_price=limit_price if wire_type == wire.OrderType.STOP_LIMIT else None,
             time_in_force=TIF_FROM_WIRE[model.time_in_force],
+            # A bracket's take-profit (limit) and stop-loss (stop / stop_limit) orders; "held" until
+            # the entry fills, which maps to accepted (STATUS_FROM_WIRE).
+            legs=tuple(self._order_from_wire(leg) for leg in model.legs or ()),
         )
 
     def _positions_from_reply(self, reply: Any) -> list[Position]:

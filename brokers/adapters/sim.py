@@ -79,7 +79,7 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
         if placed.expires_at is not None and placed.status in OPEN_VALUES and (
                 self._next_expiry is None or placed.expires_at < self._next_expiry):
             self._next_expiry = placed.expires_at
-        return _to_broker_order(placed)
+        return _with_legs(placed)
 
     def cancel_order(self, broker_order_id: str, *, symbol: str | None = None) -> None:
         sim_exchange.cancel_order(account_id=self._account(), broker_order_id=broker_order_id)
@@ -87,10 +87,11 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
     # --- reads ------------------------------------------------------------------------------
 
     def get_order(self, broker_order_id: str, *, symbol: str | None = None) -> BrokerOrder:
-        found = self._orders().filter(broker_order_id=broker_order_id).first()
+        """An order or a bracket leg by its id; a bracket parent carries its legs."""
+        found = SimOrder.objects.filter(account_id=self._account(), broker_order_id=broker_order_id).first()
         if found is None:
             raise OrderNotFound(f"no simulator order {broker_order_id}")
-        return _to_broker_order(found)
+        return _with_legs(found)
 
     def list_orders(self, *, scope: ListScope = ListScope.ALL, symbol: str | None = None,
                     since: datetime | None = None) -> list[BrokerOrder]:
@@ -104,15 +105,19 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
         if since is not None:
             orders = orders.filter(submitted_at__gte=since)
         # Plain rows, not model instances: a listing can be long, and an instance costs more than
-        # the BrokerOrder made from it.
-        return [_row_to_broker_order(row) for row in
-                orders.order_by("-submitted_at", "-id").values_list(*_ORDER_COLUMNS)]
+        # the BrokerOrder made from it. Legs come nested in their parent (as Alpaca's nested=true
+        # listing has them): one more query, only when the listing holds a bracket order.
+        rows = list(orders.order_by("-submitted_at", "-id").values_list("pk", "take_profit", *_ORDER_COLUMNS))
+        brackets = [pk for pk, take_profit, *row in rows
+                    if take_profit is not None and row[_STATUS_COLUMN] == OrderStatus.FILLED]
+        legs = _legs_of(brackets) if brackets else {}
+        return [_row_to_broker_order(tuple(row), legs=legs.get(pk, ())) for pk, _, *row in rows]
 
     def find_order(self, order: OrderRequest, *, submitted_at: datetime) -> BrokerOrder | None:
         """The order under our broker_client_id, or None (the simulator never lags, but None still only
         means "not shown now", as for every adapter)."""
         found = self._orders().filter(broker_client_id=order.broker_client_id).first()
-        return _to_broker_order(found) if found is not None else None
+        return _with_legs(found) if found is not None else None
 
     def positions(self) -> list[Position]:
         return [Position(symbol=h.position.symbol, qty=h.position.qty, avg_entry_price=h.position.avg_entry_price,
@@ -160,7 +165,7 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
         return account
 
     def _orders(self):
-        """The account's own orders; bracket legs are internal and never shown."""
+        """The account's orders as placed; bracket legs are shown nested in their parent."""
         return SimOrder.objects.filter(account_id=self._account(), parent__isnull=True)
 
     def _starting_cash(self) -> Decimal:
@@ -178,17 +183,34 @@ _TIFS = {t.value: t for t in TimeInForce}
 _ORDER_COLUMNS = ("broker_order_id", "broker_client_id", "symbol", "side", "qty", "filled_qty", "avg_fill_price",
                   "order_type", "status", "submitted_at", "updated_at", "limit_price", "stop_price",
                   "stop_limit_price", "time_in_force")
+_STATUS_COLUMN = _ORDER_COLUMNS.index("status")
 
 
-def _to_broker_order(order: SimOrder) -> BrokerOrder:
-    return _row_to_broker_order(tuple(getattr(order, c) for c in _ORDER_COLUMNS))
+def _legs_of(parent_ids: list[int]) -> dict[int, tuple[BrokerOrder, ...]]:
+    """The bracket legs of these simulator orders, by parent id, take-profit first (created first)."""
+    legs: dict[int, list[BrokerOrder]] = {}
+    for parent_id, *row in (SimOrder.objects.filter(parent_id__in=parent_ids).order_by("id")
+                            .values_list("parent_id", *_ORDER_COLUMNS)):
+        legs.setdefault(parent_id, []).append(_row_to_broker_order(tuple(row)))
+    return {parent_id: tuple(found) for parent_id, found in legs.items()}
 
 
-def _row_to_broker_order(row: tuple) -> BrokerOrder:
+def _with_legs(order: SimOrder) -> BrokerOrder:
+    """The order; a filled bracket parent with its legs (one more query; legs exist only once it fills)."""
+    has_legs = order.take_profit is not None and order.status == OrderStatus.FILLED
+    return _to_broker_order(order, legs=_legs_of([order.pk]) if has_legs else None)
+
+
+def _to_broker_order(order: SimOrder, *, legs: dict[int, tuple[BrokerOrder, ...]] | None = None) -> BrokerOrder:
+    return _row_to_broker_order(tuple(getattr(order, c) for c in _ORDER_COLUMNS),
+                                legs=(legs or {}).get(order.pk, ()))
+
+
+def _row_to_broker_order(row: tuple, *, legs: tuple[BrokerOrder, ...] = ()) -> BrokerOrder:
     (broker_order_id, broker_client_id, symbol, side, qty, filled_qty, avg_fill_price, order_type, status,
      submitted_at, updated_at, limit_price, stop_price, stop_limit_price, time_in_force) = row
     return BrokerOrder(
         broker_order_id=broker_order_id, broker_client_id=broker_client_id, symbol=symbol, side=_SIDES[side],
         qty=qty, filled_qty=filled_qty, avg_fill_price=avg_fill_price, order_type=_TYPES[order_type],
         status=_STATUSES[status], submitted_at=submitted_at, updated_at=updated_at, limit_price=limit_price,
-        stop_price=stop_price, stop_limit_price=stop_limit_price, time_in_force=_TIFS[time_in_force])
+        stop_price=stop_price, stop_limit_price=stop_limit_price, time_in_force=_TIFS[time_in_force], legs=legs)

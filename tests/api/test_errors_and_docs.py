@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.equity.helpers import assert_error
+from tests.equity.helpers import ORDER_FIELDS, assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +39,16 @@ def test_schema_uses_the_spec_component_names(api_client):
                  "AccountResponse", "Error"):
         assert name in schemas, sorted(schemas)
     assert not any(n.endswith("RequestRequest") for n in schemas)
+
+
+def test_schema_documents_bracket_legs_in_metadata_as_order_responses_and_their_parent_order_id(api_client):
+    schemas = api_client.get("/api/schema", HTTP_ACCEPT="application/json").json()["components"]["schemas"]
+    assert set(schemas["OrderResponse"]["properties"]) == ORDER_FIELDS  # exactly the source's fields
+    meta = schemas["OrderMetadata"]["properties"]
+    legs, parent = meta["legs"], meta["parent_order_id"]
+    assert legs["type"] == "array" and legs["items"] == {"$ref": "#/components/schemas/OrderResponse"}
+    assert "take-profit" in legs["description"] and "stop-loss" in legs["description"]
+    assert parent["type"] == "string" and ":tp" in parent["description"]
 
 
 def test_docs_render_from_local_static_files_not_a_cdn(api_client):

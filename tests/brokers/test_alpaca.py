@@ -485,6 +485,53 @@ def test_bracket_with_stop_loss_limit_sends_the_stop_loss_limit_price(equity_ven
     assert equity_venue.fake.order_posts[-1]["stop_loss"] == {"stop_price": 179, "limit_price": 178.5}
 
 
+def _bracket(venue, **bracket):
+    return venue.adapter.place_order(order_request(limit_price=Decimal("188.2"), bracket=Bracket(
+        take_profit=Decimal("205"), stop_loss=Decimal("179"), **bracket)))
+
+
+def test_a_bracket_reply_carries_its_legs_held_as_accepted(equity_venue):
+    placed = _bracket(equity_venue)
+    take, stop_loss = placed.legs
+    assert (take.order_type, take.limit_price, take.stop_price, take.side) == (OrderType.LIMIT, 205, None, Side.SELL)
+    assert (stop_loss.order_type, stop_loss.stop_price, stop_loss.stop_limit_price) == (OrderType.STOP, 179, None)
+    assert {take.status, stop_loss.status} == {OrderStatus.ACCEPTED}  # Alpaca's "held" until the entry fills
+    assert take.broker_order_id != stop_loss.broker_order_id != placed.broker_order_id
+    assert take.legs == stop_loss.legs == ()
+
+
+def test_a_stop_limit_stop_loss_leg_keeps_its_limit(equity_venue):
+    stop_loss = _bracket(equity_venue, stop_loss_limit=Decimal("178.5")).legs[1]
+    assert (stop_loss.order_type, stop_loss.stop_price, stop_loss.stop_limit_price) == (OrderType.STOP, 179, 178.5)
+
+
+def test_legs_are_read_nested_in_the_listing_and_by_their_own_ids(equity_venue):
+    placed = _bracket(equity_venue)
+    listed = equity_venue.adapter.list_orders(scope=ListScope.ALL)
+    assert [o.broker_order_id for o in listed] == [placed.broker_order_id]
+    assert [leg.broker_order_id for leg in listed[0].legs] == [leg.broker_order_id for leg in placed.legs]
+    take = equity_venue.adapter.get_order(placed.legs[0].broker_order_id)
+    assert take.order_type == OrderType.LIMIT and take.limit_price == 205
+
+
+def test_take_profit_fills_and_alpaca_cancels_the_stop_loss(equity_venue):
+    placed = _bracket(equity_venue)
+    equity_venue.fake.set_price("AAPL", "188")  # the entry fills at its limit; the legs go live
+    entry = equity_venue.adapter.get_order(placed.broker_order_id)
+    assert entry.status == OrderStatus.FILLED and [leg.status for leg in entry.legs] == [OrderStatus.ACCEPTED] * 2
+    equity_venue.fake.set_price("AAPL", "206")
+    take, stop_loss = equity_venue.adapter.get_order(placed.broker_order_id).legs
+    assert (take.status, take.avg_fill_price, stop_loss.status) == (OrderStatus.FILLED, 205, OrderStatus.CANCELED)
+
+
+def test_a_leg_is_canceled_by_its_own_id(equity_venue):
+    placed = _bracket(equity_venue)
+    equity_venue.fake.set_price("AAPL", "188")
+    equity_venue.adapter.cancel_order(placed.legs[1].broker_order_id)
+    take, stop_loss = equity_venue.adapter.get_order(placed.broker_order_id).legs
+    assert (take.status, stop_loss.status) == (OrderStatus.ACCEPTED, OrderStatus.CANCELED)
+
+
 def test_fractional_qty_is_sent_as_given(equity_venue):
     equity_venue.adapter.place_order(order_request(qty=Decimal("0.125"), order_type=OrderType.MARKET,
                                                    limit_price=None))

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from brokers.types import ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
+from brokers.types import Bracket, ListScope, OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from brokers.errors import BrokerRejected, OrderNotFound
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +139,25 @@ def test_absence_is_settled_only_by_the_adapters_rule_never_at_once(venue):
 
 def test_latest_price_is_a_decimal(venue):
     assert venue.adapter.latest_price(venue.symbol) == venue.price
+
+
+def test_a_bracket_reports_its_legs_as_orders_of_their_own_or_is_refused(venue):
+    """Where the broker has brackets, a filled (sim) or just placed (Alpaca) bracket order carries its
+    take-profit limit leg and stop-loss stop leg, on the other side, each readable by its own id."""
+    take_profit, stop_loss = venue.price_above_market * 2, venue.price_below_market
+    request = order(venue, limit_price=venue.price_above_market,
+                    bracket=Bracket(take_profit=take_profit, stop_loss=stop_loss))
+    try:
+        placed = venue.adapter.place_order(request)
+    except BrokerRejected as refused:  # KIS and Upbit have no brackets, and say so
+        assert "bracket" in refused.detail.lower()
+        return
+    take, stop = placed.legs
+    assert (take.order_type, take.limit_price, take.side, take.qty) == (OrderType.LIMIT, take_profit, Side.SELL, venue.qty)
+    assert (stop.order_type, stop.stop_price, stop.side, stop.qty) == (OrderType.STOP, stop_loss, Side.SELL, venue.qty)
+    assert {take.status, stop.status} == {OrderStatus.ACCEPTED}
+    for leg in (take, stop):
+        assert venue.adapter.get_order(leg.broker_order_id).broker_order_id == leg.broker_order_id
+    listed = {o.broker_order_id: o for o in venue.adapter.list_orders(scope=ListScope.ALL)}
+    assert listed[placed.broker_order_id].legs == placed.legs
+    assert take.broker_order_id not in listed and stop.broker_order_id not in listed  # nested, not on their own

@@ -149,3 +149,15 @@ def test_processes_sharing_redis_never_claim_the_same_slot():
     slots_per_second = 1 / ((1 / 20) * (1 + pacing.SAFETY))
     starts = sorted(claimed)
     assert max(sum(1 for s in starts if first <= s < first + slots_per_second) for first in starts) <= 20
+
+
+def test_a_clock_stepped_back_does_not_lock_the_budget_until_the_claims_ahead_expire(pacing_clock):
+    # Claims made while the clock read two minutes later (another host ahead of us, or our own clock
+    # before an NTP step back) must not push every request now past the bounded wait.
+    pacer = Pacer(broker="upbit", key="ak-1", group="order", rate=12)
+    pacing_clock.offset += 120
+    send_times(pacer, pacing_clock, 3)
+    pacing_clock.offset -= 120
+    pacing_clock.waits.clear()
+    pacer.wait_turn()  # not BrokerUnavailable
+    assert sum(pacing_clock.waits) <= pacer.slot_seconds

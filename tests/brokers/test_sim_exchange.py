@@ -375,17 +375,48 @@ def test_filled_parent_stays_filled_while_its_legs_work(sim):
     assert got.status == OrderStatus.FILLED and got.avg_fill_price == 95
 
 
-def test_bracket_legs_are_never_listed(sim):
+def test_bracket_legs_are_listed_nested_in_their_parent_take_profit_first(sim):
     placed = sim.place_order(bracketed())
+    assert [o.legs for o in sim.list_orders()] == [()]  # no legs before the entry fills
     set_quote("crypto", "BTC/USD", "95")
-    assert [o.broker_order_id for o in sim.list_orders()] == [placed.broker_order_id]
+    listed = sim.list_orders()
+    assert [o.broker_order_id for o in listed] == [placed.broker_order_id]
+    take, stop_loss = listed[0].legs
+    assert (take.order_type, take.limit_price, take.side, take.status) == (OrderType.LIMIT, 110, Side.SELL, "accepted")
+    assert (stop_loss.order_type, stop_loss.stop_price, stop_loss.status) == (OrderType.STOP, 90, "accepted")
+    assert sim.get_order(placed.broker_order_id).legs == listed[0].legs
 
 
-def test_bracket_leg_is_not_found_by_id(sim):
+def test_bracket_leg_is_read_and_canceled_by_its_own_id(sim):
     placed = sim.place_order(bracketed())
     set_quote("crypto", "BTC/USD", "95")
-    with pytest.raises(OrderNotFound):
-        sim.get_order(legs_of(placed)["limit"].broker_order_id)
+    legs = legs_of(placed)
+    assert sim.get_order(legs["limit"].broker_order_id).limit_price == 110
+    sim.cancel_order(legs["limit"].broker_order_id)
+    assert status(sim, legs["limit"]) == OrderStatus.CANCELED and status(sim, legs["stop"]) == OrderStatus.ACCEPTED
+    assert status(sim, placed) == OrderStatus.FILLED
+
+
+def test_cancelling_the_take_profit_leaves_the_stop_loss_holding_the_shares(sim):
+    placed = sim.place_order(bracketed())
+    set_quote("crypto", "BTC/USD", "95")
+    sim.cancel_order(legs_of(placed)["limit"].broker_order_id)
+    with pytest.raises(InsufficientFunds, match="no shorting"):  # the 1 held is still behind the stop-loss
+        sim.place_order(market(side=Side.SELL, qty="1"))
+    set_quote("crypto", "BTC/USD", "89")
+    assert legs_of(placed)["stop"].status == "filled" and held(sim) == {}
+
+
+def test_cancelling_the_stop_loss_of_a_sell_bracket_keeps_the_cash_behind_the_take_profit(sim):
+    sim.place_order(market(qty="1"))
+    placed = sim.place_order(bracketed(price="105", take="95", stop_loss="115", side=Side.SELL))
+    set_quote("crypto", "BTC/USD", "106")
+    reserved = SimAccount.objects.get().reserved_cash
+    assert reserved == 115  # the pair reserves once, at its higher price
+    sim.cancel_order(legs_of(placed)["stop"].broker_order_id)
+    assert SimAccount.objects.get().reserved_cash == reserved
+    sim.cancel_order(legs_of(placed)["limit"].broker_order_id)
+    assert SimAccount.objects.get().reserved_cash == 0
 
 
 def test_cancelling_an_unfilled_bracket_parent_means_no_legs_ever(sim):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 ORDER_FIELDS = {"order_id", "broker_order_id", "client_order_id", "asset_class", "exchange", "symbol", "side", "qty",
                 "filled_qty", "avg_fill_price", "order_type", "limit_price", "stop_price", "status", "currency",
-                "submitted_at", "updated_at", "bracket", "metadata"}
+                "submitted_at", "updated_at", "bracket", "metadata"}  # exactly the source's (a bracket's legs: metadata)
 
 
 def crypto_limit(**overrides) -> dict:

@@ -170,3 +170,26 @@ def test_a_retry_of_a_pending_order_after_live_trading_was_switched_off_sends_no
     set_flag("FEATURE_EQUITY_LIVE", True)
     assert place(api_client, ORDER).status_code == 201  # switched on again: the retry's re-send places it
     assert len(exchange.orders) == 1
+
+
+@pytest.mark.parametrize("settled_by", ["retry", "reconcile"])
+def test_a_pending_live_order_placed_later_is_the_users_first_live_order_marked_once_and_alerted(
+        api_client, exchange, monkeypatch, django_capture_on_commit_callbacks, settled_by):
+    # SPEC.md: the first live order a user ever places is marked, however its outcome became known.
+    alerted = []
+    monkeypatch.setattr("equity.services.send_first_live_alert", lambda order: alerted.append(order.client_order_id))
+    exchange.lookup_lag = 3 if settled_by == "retry" else 2
+    exchange.lose_replies = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert place(api_client, ORDER).status_code == 202
+        assert not BrokerOrderEvent.objects.filter(first_live_order=True).exists()  # nothing known yet
+        if settled_by == "retry":
+            assert place(api_client, ORDER).status_code == 201
+        else:
+            with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=True):
+                call_command("reconcile_orders", stdout=io.StringIO())
+        second = place(api_client, dict(ORDER, client_order_id="second-live"))
+    assert second.status_code == 201, second.content[:500]
+    flagged = BrokerOrderEvent.objects.filter(first_live_order=True)
+    assert [(e.client_order_id, e.event_type) for e in flagged] == [("lost-upbit", "resolved")]
+    assert alerted == ["lost-upbit"]

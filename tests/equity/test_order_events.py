@@ -249,3 +249,37 @@ def test_the_feed_pages_without_gaps_or_repeats_while_events_are_being_written(a
     expected = list(OrderEvent.objects.filter(user=api_client.user).order_by("id").values_list("id", flat=True))
     assert len(expected) == 5 + 4 * writes_per_writer
     assert seen == expected  # no gap, no repeat, in order
+
+
+def test_a_brackets_legs_each_open_and_end_as_one_event_however_often_they_are_read(api_client, sim_crypto):
+    from equity.models import Order as Row
+
+    body = crypto_limit(limit_price=45000, bracket={"take_profit": 52000, "stop_loss": 44000},
+                        client_order_id="b-1")
+    placed = place(api_client, body).json()
+    set_quote("crypto", "BTC/USD", "44900")  # the entry fills; both legs open
+    for _ in range(2):
+        read_everything(api_client, placed["broker_order_id"])
+    set_quote("crypto", "BTC/USD", "52500")  # the take-profit fills; the simulator cancels the stop (OCO)
+    for _ in range(2):
+        read_everything(api_client, placed["broker_order_id"])
+        api_client.get("/api/equity/orders/b-1:tp", Q)
+    by_order = {key: feed(Row.objects.get(client_order_id=key)) for key in ("b-1", "b-1:tp", "b-1:sl")}
+    assert by_order == {"b-1": ["order.accepted", "order.filled"], "b-1:tp": ["order.accepted", "order.filled"],
+                        "b-1:sl": ["order.accepted", "order.canceled"]}
+    leg = OrderEvent.objects.filter(order__client_order_id="b-1:sl").last()
+    assert leg.data["metadata"]["parent_order_id"] == "b-1"
+
+
+def test_canceling_a_bracket_emits_each_legs_cancel_once(api_client, sim_crypto):
+    body = crypto_limit(limit_price=45000, bracket={"take_profit": 52000, "stop_loss": 44000},
+                        client_order_id="b-2")
+    place(api_client, body)
+    set_quote("crypto", "BTC/USD", "44900")
+    api_client.get("/api/equity/orders", Q)  # the legs open
+    assert api_client.delete("/api/equity/orders/b-2?asset_class=crypto").status_code == 204
+    read_everything(api_client, "b-2")
+    types = sorted(OrderEvent.objects.filter(order__client_order_id__startswith="b-2:")
+                   .values_list("order__client_order_id", "type"))
+    assert types == [("b-2:sl", "order.accepted"), ("b-2:sl", "order.canceled"),
+                     ("b-2:tp", "order.accepted"), ("b-2:tp", "order.canceled")]

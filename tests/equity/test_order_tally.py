@@ -12,6 +12,7 @@ from django.db import connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from equity.models import Attempt, Order, OrderTally
 from tests.equity.helpers import crypto_limit, place
@@ -181,3 +182,28 @@ def test_concurrent_writers_of_one_users_orders_neither_deadlock_nor_lose_a_coun
     [t.join() for t in threads]
     assert errors == []
     assert tallied() == counted()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bracket_legs_migration_keeps_the_tally_triggers_both_ways():
+    """SQLite rebuilds equity_order to add (and drop) Order.parent, which drops its triggers: 0004
+    installs them again in both directions."""
+    user = UserFactory()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("equity", "0003_order_tally")])
+    before = MigrationExecutor(connection).loader.project_state(("equity", "0003_order_tally")).apps
+    OldOrder = before.get_model("equity", "Order")
+    OldOrder.objects.create(user_id=user.pk, client_order_id="before", request_fingerprint="", attempt="done",
+                            attempt_started_at=timezone.now(), asset_class="crypto", environment="paper",
+                            symbol="BTC/USD", side="buy", order_type="market", time_in_force="gtc", qty=1,
+                            status="filled")
+    assert tallied() == counted() == Counter({(user.pk, "crypto", "paper", "filled"): 1})
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes("equity"))
+    parent = OrderFactory(user=user, status="filled")
+    OrderFactory(user=user, status="accepted", parent=parent, leg="tp", client_order_id="x:tp")
+    Order.objects.filter(client_order_id="before").update(status="canceled")
+    assert tallied() == counted() == Counter({(user.pk, "crypto", "paper", "filled"): 1,
+                                               (user.pk, "crypto", "paper", "accepted"): 1,
+                                               (user.pk, "crypto", "paper", "canceled"): 1})

@@ -41,7 +41,9 @@ def test_waffle_flag_command_reaches_every_worker_within_5_seconds(start_gunicor
     user = UserFactory(username=f"flags-{cache}")
     BrokerAccountFactory(user=user, asset_class="crypto", credentials={"starting_cash": "1000000"})
     headers = {"Authorization": f"Bearer {RefreshToken.for_user(user).access_token}"}
-    assert _seconds_until(base, headers, 201, limit=2) < 2  # warm every worker's flag cache
+    # Warm every worker (its flag cache, its first request's imports): how long that takes is not the
+    # property under test, and on a loaded machine it is seconds; the 5 s below are.
+    assert _seconds_until(base, headers, 201, limit=30) < 30
 
     manage("waffle_flag", "FEATURE_EQUITY_PAPER", "--deactivate", redis_url=redis_url)
     assert _seconds_until(base, headers, 503) <= 5.5

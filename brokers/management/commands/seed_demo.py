@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from brokers.models import BrokerAccount
 from brokers.services import connect_broker
 
+DEMO_PASSWORD = "demo-pass-1234"  # development only: the root page shows it when DEBUG=1
 DEMO_QUOTES = [("us_equity", "AAPL", "188.20"), ("us_equity", "MSFT", "415.50"),
                ("kr_equity", "005930", "70000"), ("crypto", "BTC/USD", "50000"), ("crypto", "ETH/USD", "3000")]
 
@@ -26,16 +27,25 @@ def _email_default(User, login: str) -> dict:
     return {email_field: f"{login}@example.com"}
 
 
+def demo_logins(User) -> tuple[str, str]:
+    """The logins seed_demo gives the demo trader and the operator, for this user model."""
+    return _login(User, "demo"), _login(User, "admin")
+
+
 class Command(BaseCommand):
-    help = "Create (or refresh) the demo user, its simulator connections and demo quotes. Idempotent."
+    help = ("Create (or refresh) the demo user, its simulator connections and demo quotes, and the operator "
+            "admin. Idempotent. With --username/--password it makes another trader the same way "
+            "(the operator keeps --admin-password).")
 
     def add_arguments(self, parser):
         parser.add_argument("--username", "--login", dest="login", default=None,
                             help="The demo user's login (USERNAME_FIELD); default demo, or demo@example.com "
                                  "when the login is an e-mail.")
-        parser.add_argument("--password", default="demo-pass-1234")
+        parser.add_argument("--password", default=DEMO_PASSWORD)
+        parser.add_argument("--admin-password", default=DEMO_PASSWORD,
+                            help="The operator's password (not --password: a second trader leaves it alone).")
 
-    def handle(self, login, password, **options):
+    def handle(self, login, password, admin_password, **options):
         from brokers.sim_exchange import set_quote
 
         for asset_class, symbol, price in DEMO_QUOTES:
@@ -55,8 +65,8 @@ class Command(BaseCommand):
                                               defaults={**_email_default(User, admin_login),
                                                         "is_staff": True, "is_superuser": True})
         admin.is_staff = admin.is_superuser = True
-        admin.set_password(password)
+        admin.set_password(admin_password)
         admin.save()
         self.stdout.write(f"demo user: {username} / {password} (simulator connections for us_equity, kr_equity, "
-                          f"crypto); admin: {admin_login} / {password}; quotes: "
+                          f"crypto); admin: {admin_login} / {admin_password}; quotes: "
                           + ", ".join(f"{s} {p}" for _, s, p in DEMO_QUOTES))

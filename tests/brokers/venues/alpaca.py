@@ -6,6 +6,11 @@ call (wrong keys -> Alpaca's 401), fills market and marketable orders at once at
 price, rests the others as `new`, cancels open orders and refuses final ones (422 42210000),
 refuses a repeated client_order_id (422), crypto `day` orders (422) and buys beyond buying power
 / sells beyond the held qty (403 40310000), and keeps positions and cash.
+
+Brackets as Alpaca has them: the order reply nests its `legs` (take-profit limit, stop-loss stop or
+stop_limit), `held` until the entry fills, then `new`; each leg is read and canceled by its own id;
+cancelling an unfilled entry cancels its held legs; when one leg fills the other is canceled (OCO).
+`set_price()` moves a symbol's price and fills what it reaches, as the market would.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class FakeAlpaca:
         self.api_key = api_key
         self.secret_key = secret_key
         self.orders: dict[str, dict] = {}  # id -> wire order, in submission order
+        self.legs: dict[str, dict] = {}  # id -> bracket leg (the same dict as in its parent's "legs")
+        self.parent_of: dict[str, str] = {}  # leg id -> parent id
+        self.not_cancelable: set[str] = set()  # ids whose cancel Alpaca refuses (422), as for a final order
         self.held: dict[str, tuple[Decimal, Decimal]] = {}  # order-form symbol -> (qty, cost)
         self.order_posts: list[dict] = []  # every JSON body POSTed to /v2/orders
 
@@ -138,10 +146,34 @@ class FakeAlpaca:
                              self._leg(order, "stop_limit" if "limit_price" in body["stop_loss"] else "stop",
                                        stop_price=body["stop_loss"]["stop_price"],
                                        limit_price=body["stop_loss"].get("limit_price"))]
+        for leg in order.get("legs") or []:
+            self.legs[leg["id"]] = leg
+            self.parent_of[leg["id"]] = order["id"]
         if self._marketable(body["type"], body["side"], price, limit, stop):
             self._fill(order, price)
         self.orders[order["id"]] = order
         return reply(200, order)
+
+    def set_price(self, symbol: str, price) -> None:
+        """A new last trade: open orders it reaches fill (a resting limit at its limit), oldest first;
+        a filled entry's legs go from held to new; a filled leg cancels the other (OCO)."""
+        price = Decimal(str(price))
+        self.prices[symbol] = price
+        for order in [o for o in self.orders.values() if o["symbol"] == symbol]:
+            if order["status"] in OPEN and self._reached(order, price):
+                self._fill(order, self._fill_price(order, price))
+            for leg in order.get("legs") or []:
+                if leg["status"] == "new" and self._reached(leg, price):
+                    self._fill(leg, self._fill_price(leg, price))
+
+    def _reached(self, order: dict, price: Decimal) -> bool:
+        limit = Decimal(order["limit_price"]) if order.get("limit_price") is not None else None
+        stop = Decimal(order["stop_price"]) if order.get("stop_price") is not None else None
+        return self._marketable(order["type"], order["side"], price, limit, stop)
+
+    @staticmethod
+    def _fill_price(order: dict, price: Decimal) -> Decimal:
+        return Decimal(order["limit_price"]) if order["type"] == "limit" else price
 
     def _leg(self, parent: dict, kind: str, *, limit_price=None, stop_price=None) -> dict:
         leg = dict(parent, id=str(uuid.uuid4()), client_order_id=uuid.uuid4().hex, type=kind, order_type=kind,
@@ -172,12 +204,20 @@ class FakeAlpaca:
         self.held[symbol] = (held_qty, cost)
         now = stamp()
         order.update(status="filled", filled_qty=num(qty), filled_avg_price=num(price), filled_at=now, updated_at=now)
+        for leg in order.get("legs") or []:  # the entry filled: its legs go live
+            if leg["status"] == "held":
+                leg.update(status="new", updated_at=now)
+        parent = self.orders.get(self.parent_of.get(order["id"], ""))
+        for other in (parent or {}).get("legs") or []:  # one cancels other
+            if other["id"] != order["id"] and other["status"] in OPEN:
+                other.update(status="canceled", canceled_at=now, updated_at=now)
 
     def _order_id(self, request) -> str:
         return urlsplit(request.url).path.rsplit("/", 1)[-1]
 
     def _get(self, request):
-        order = self.orders.get(self._order_id(request))
+        order_id = self._order_id(request)
+        order = self.orders.get(order_id) or self.legs.get(order_id)
         return reply(200, order) if order else reply(404, wire("error_404_order.json"))
 
     def _by_client_id(self, request):
@@ -188,13 +228,17 @@ class FakeAlpaca:
         return reply(404, {"code": 40410000, "message": f"order not found for {client_id}"})
 
     def _cancel(self, request):
-        order = self.orders.get(self._order_id(request))
+        order_id = self._order_id(request)
+        order = self.orders.get(order_id) or self.legs.get(order_id)
         if order is None:
             return reply(404, wire("error_404_order.json"))
-        if order["status"] not in OPEN:
+        if order["status"] not in OPEN or order_id in self.not_cancelable:
             return reply(422, wire("error_422_not_cancelable.json"))
         now = stamp()
         order.update(status="canceled", canceled_at=now, updated_at=now)
+        for leg in order.get("legs") or []:  # an entry canceled before it filled takes its held legs along
+            if leg["status"] == "held":
+                leg.update(status="canceled", canceled_at=now, updated_at=now)
         return reply(204)
 
     def _list(self, request):
