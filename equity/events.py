@@ -4,7 +4,7 @@ save_order_state, which writes the OrderEvent of the change in the same transact
 "A change" is what the row holds, not what the caller saw: the write is a guarded UPDATE, so two
 observers of one fill (a sync pass, a GET, a second sync pass) make one event between them, and an
 older observation arriving after a newer one (a sync pass that read the broker before a cancel) is
-not written at all: a final status is never left, a fill never shrinks.
+not written at all: a final status is never left for an open one, a fill never shrinks.
 """
 
 from __future__ import annotations
@@ -64,7 +64,14 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     changed = ~Q(status=status) | ~Q(filled_qty=filled)
     if placed:
         changed |= ~Q(attempt=Attempt.DONE)
-    guard = where if where is not None else (~Q(status__in=_FINAL) & Q(filled_qty__lte=filled))
+    if where is not None:
+        guard = where
+    elif status in _FINAL:
+        # One final state to another is a correction of the service's own guess (a cancel taken as done
+        # when the read-back failed, while the broker filled it): a broker's order has one final state.
+        guard = Q(filled_qty__lte=filled)
+    else:
+        guard = ~Q(status__in=_FINAL) & Q(filled_qty__lte=filled)
     rows = Order.objects.filter(pk=order.pk)
     order.written = True
     with transaction.atomic(savepoint=False):

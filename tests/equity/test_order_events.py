@@ -283,3 +283,18 @@ def test_canceling_a_bracket_emits_each_legs_cancel_once(api_client, sim_crypto)
                    .values_list("order__client_order_id", "type"))
     assert types == [("b-2:sl", "order.accepted"), ("b-2:sl", "order.canceled"),
                      ("b-2:tp", "order.accepted"), ("b-2:tp", "order.canceled")]
+
+
+def test_a_final_state_the_service_assumed_is_corrected_by_the_brokers_and_emitted(api_client, sim_crypto):
+    """A cancel whose read-back failed is taken as canceled; the broker had filled it: the next read
+    corrects it (one final state to another), as one more event."""
+    place(api_client, crypto_limit())
+    assumed = Order.objects.get()
+    assumed.status = "canceled"
+    save_order_state(assumed, fields=["status"])
+    truth = Order.objects.get()
+    truth.status, truth.filled_qty = "filled", Decimal("0.01")
+    assert save_order_state(truth, fields=["status", "filled_qty"]) is not None
+    assert feed() == ["order.accepted", "order.canceled", "order.filled"]
+    truth.status, truth.filled_qty = "partially_filled", Decimal("0.005")  # never back to an open state
+    assert save_order_state(truth, fields=["status", "filled_qty"]) is None and truth.status == "filled"
