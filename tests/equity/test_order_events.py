@@ -228,11 +228,12 @@ def test_the_feed_pages_without_gaps_or_repeats_while_events_are_being_written(a
         after = None
         try:
             while True:
+                writers_done = stop.is_set()  # before the read: an empty page after it means all was seen
                 params = {"limit": 7} if after is None else {"after": after, "limit": 7}
                 page = api_client.get("/api/equity/events", params).json()
                 seen.extend(e["id"] for e in page["items"])
                 after = page["next_after"] or after
-                if stop.is_set() and not page["items"]:
+                if writers_done and not page["items"]:
                     return
         finally:
             connections.close_all()
