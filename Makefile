@@ -22,8 +22,16 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
+# The worker beside the web server (README "Order updates pushed"): the backend's worker runs the
+# tasks, push_scheduler enqueues the periodic ones; both are stopped by PID when the server stops.
+# TASKS_BACKEND=rq (with REDIS_URL) runs RQ's worker instead of the database queue's.
+WORKER_ARGS = $(if $(filter rq,$(TASKS_BACKEND)),rqworker default --with-scheduler --job-class django_tasks_rq.backend.Job,db_worker)
+
 run: seed
-	@echo "Serving on http://$(HOST):$(PORT)/  (API docs: /api/docs, admin: /admin/)"
+	@echo "Serving on http://$(HOST):$(PORT)/  (API docs: /api/docs, admin: /admin/); worker: manage.py $(firstword $(WORKER_ARGS))"
+	@trap 'kill $$worker $$scheduler 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py $(WORKER_ARGS) & worker=$$!; \
+	$(BIN)/python manage.py push_scheduler & scheduler=$$!; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: install

@@ -138,6 +138,22 @@ KEYS: dict[str, Key] = {
     "EQUITY_ALERT_WEBHOOK_URL": Key(None, "JSON POST on a user's first live order; None = mail to ADMINS only.",
                                     lambda v: v or None),
     "EQUITY_ALERT_TIMEOUT_SECONDS": Key(3.0, "Timeout of the first-live-order webhook, in seconds.", float),
+    "WEBHOOK_TIMEOUT_SECONDS": Key(5.0, "Connect and read timeout of one webhook delivery, in seconds.", float),
+    "WEBHOOK_RETRY_HOURS": Key(24.0, "How long a failing delivery is retried; a subscription whose deliveries all "
+                                     "failed that long is disabled.", float),
+    "WEBHOOK_RETRY_BASE_SECONDS": Key(10.0, "First retry delay of a failed delivery; doubled each attempt (with "
+                                            "jitter), at most an hour.", float),
+    "WEBHOOK_ALLOW_HTTP_LOOPBACK": Key(False, "Allow plain http webhook URLs to loopback addresses (development "
+                                              "only; the demo site sets it from DEBUG).", bool),
+    "WEBHOOK_MAX_SUBSCRIPTIONS": Key(10, "Active webhook subscriptions per user.", int),
+    "WEBHOOK_SWEEP_SECONDS": Key(5.0, "How often `push_scheduler` enqueues the sweep of due webhook deliveries "
+                                      "(retries, lost tasks, dead workers).", float),
+    "SYNC_INTERVAL_SECONDS": Key(10.0, "How often `push_scheduler` enqueues the broker state sync and the "
+                                       "simulator's day-order expiry.", float),
+    "SYNC_CONCURRENCY": Key(4, "Connections synced at once (threads); each broker's own pace still applies.", int),
+    "SYNC_MAX_ORDERS_PER_CONNECTION": Key(200, "Open orders of one connection looked at per sync pass (oldest "
+                                               "first).", int),
+    "RECONCILE_INTERVAL_SECONDS": Key(60.0, "How often `push_scheduler` enqueues `reconcile_orders`.", float),
     "JSON_ERRORS_PATH_PREFIXES": Key(("/api/",), "Paths under which the optional "
                                                  "`brokers.middleware.ApiErrorsAsJsonMiddleware` turns Django's own "
                                                  "HTML errors into the JSON envelope.", tuple),

@@ -147,3 +147,7 @@ class ServiceUnavailable(DomainError):
 
 class ConnectionNotFound(DomainError):
     code, status_code, default_detail = "NOT_FOUND", 404, "No such broker connection of yours."
+
+
+class WebhookNotFound(DomainError):
+    code, status_code, default_detail = "NOT_FOUND", 404, "No such webhook of yours."

@@ -36,7 +36,7 @@ ERROR_CODES: tuple[Answer, ...] = (
            "Use a bearer token, or send the CSRF token with a session."),
     Answer(404, "ORDER_NOT_FOUND", "No such order of yours: it does not exist or another user placed it "
            "(the same answer, so ids cannot be probed).", "Check the id and the asset_class / live_mode."),
-    Answer(404, "NOT_FOUND", "No such route, or no such broker connection of yours.", "Check the path."),
+    Answer(404, "NOT_FOUND", "No such route, or no such broker connection or webhook of yours.", "Check the path."),
     Answer(405, "METHOD_NOT_ALLOWED", "The route exists but not with this HTTP method.", "Check the method."),
     Answer(406, "NOT_ACCEPTABLE", "The Accept header asks for a type the API does not send.",
            "Accept application/json."),

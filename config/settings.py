@@ -96,6 +96,8 @@ INSTALLED_APPS = [
     "waffle",
     "django_ratelimit",  # for its system checks on the rate-limit cache (see SILENCED_SYSTEM_CHECKS)
     "pgtrigger",
+    "django_tasks",
+    "django_tasks_db",
     "audit",
     "brokers",
     "risk",
@@ -324,7 +326,34 @@ EQUITY_ORDERS = {
     "EQUITY_ALERT_TIMEOUT_SECONDS": float(_env("EQUITY_ALERT_TIMEOUT_SECONDS", "3")),
     # The standalone site answers every /api/ error in JSON (brokers.middleware, optional in a host).
     "JSON_ERRORS_PATH_PREFIXES": ["/api/"],
+    # Pushed order updates: webhooks and the broker state sync (README "Order updates pushed").
+    "WEBHOOK_TIMEOUT_SECONDS": float(_env("WEBHOOK_TIMEOUT_SECONDS", "5")),
+    "WEBHOOK_RETRY_HOURS": float(_env("WEBHOOK_RETRY_HOURS", "24")),
+    "WEBHOOK_RETRY_BASE_SECONDS": float(_env("WEBHOOK_RETRY_BASE_SECONDS", "10")),
+    # Plain http to a loopback receiver (the README's walk-through) only in development.
+    "WEBHOOK_ALLOW_HTTP_LOOPBACK": DEBUG,
+    "WEBHOOK_MAX_SUBSCRIPTIONS": _int("WEBHOOK_MAX_SUBSCRIPTIONS", 10),
+    "WEBHOOK_SWEEP_SECONDS": float(_env("WEBHOOK_SWEEP_SECONDS", "5")),
+    "SYNC_INTERVAL_SECONDS": float(_env("SYNC_INTERVAL_SECONDS", "10")),
+    "SYNC_CONCURRENCY": _int("SYNC_CONCURRENCY", 4),
+    "SYNC_MAX_ORDERS_PER_CONNECTION": _int("SYNC_MAX_ORDERS_PER_CONNECTION", 200),
+    "RECONCILE_INTERVAL_SECONDS": float(_env("RECONCILE_INTERVAL_SECONDS", "60")),
 }
+
+# The worker (Django's task API, django-tasks). Default: the database queue, worked by
+# `manage.py db_worker` (no new server). TASKS_BACKEND=rq puts the same tasks on Redis (REDIS_URL)
+# through django-tasks-rq, worked by `manage.py rqworker default --with-scheduler`.
+TASKS_BACKEND = _env("TASKS_BACKEND", "database")
+if TASKS_BACKEND == "rq":
+    if not REDIS_URL:
+        raise ImproperlyConfigured("TASKS_BACKEND=rq needs REDIS_URL.")
+    INSTALLED_APPS += ["django_rq"]
+    RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
+elif TASKS_BACKEND == "database":
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+else:
+    raise ImproperlyConfigured("TASKS_BACKEND must be database or rq.")
 
 LOGGING = {
     "version": 1,
@@ -342,5 +371,7 @@ LOGGING = {
         "django.server": {"filters": ["only_tracebacks"]},
         # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
         "urllib3": {"level": "WARNING"},
+        # The worker logs every task's start and end at INFO: the periodic ones every few seconds.
+        "django_tasks": {"level": _env("TASKS_LOG_LEVEL", "WARNING")},
     },
 }

@@ -19,4 +19,22 @@ class EquityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.core.checks import register
+
         post_migrate.connect(ensure_feature_flags, sender=self, dispatch_uid="equity.ensure_feature_flags")
+        register(check_task_backend)
+
+
+def check_task_backend(app_configs, **kwargs):
+    """Webhook deliveries must run on a worker, never inside a request: django-tasks' default
+    backend (immediate, when TASKS is not set) would run them in the placement's own process."""
+    from django.conf import settings
+    from django.core.checks import Warning
+
+    backend = (getattr(settings, "TASKS", None) or {}).get("default", {}).get("BACKEND", "")
+    if backend.endswith(("ImmediateBackend", "DummyBackend")) or not backend:
+        return [Warning("TASKS has no worker backend: webhook deliveries and the broker sync would run in the "
+                        "request's process (immediate) or never (dummy).",
+                        hint='Set TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}} and run '
+                             "`manage.py db_worker` (README \"Order updates pushed\").", id="equity.W001")]
+    return []

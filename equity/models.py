@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from brokers.fields import EncryptedJSONField
 from brokers.models import BrokerAccount
 from brokers.types import OrderStatus
 
@@ -117,3 +118,110 @@ class OrderTally(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} {self.asset_class} {self.environment} {self.status}: {self.n}"
+
+
+# --- Order updates pushed (SPEC.md "Order updates pushed") ----------------------------------------
+
+class OrderEvent(models.Model):
+    """One change of an order's state, as the user's own feed shows it: written only by
+    equity.events.save_order_state, in the transaction of the change. Never updated."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=32)  # order.<status>
+    data = models.JSONField()  # the order as OrderResponse rendered it at the change
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "id"], name="order_event_feed_idx")]
+
+    def __str__(self) -> str:
+        return f"event {self.pk} {self.type} order {self.order_id}"
+
+
+class EventStream(models.Model):
+    """One row per user, locked by every state write of that user's orders until its commit.
+
+    Event ids come from one sequence, assigned at insert; without the lock, an event of a later id
+    could commit before an earlier one, and a feed read in between (after=<the later id>) would skip
+    the earlier one for good. Under it, a user's events commit in id order, so the feed has no gaps.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="+")
+    writes = models.BigIntegerField(default=0)  # state writes of the user's orders, counted as the lock is taken
+
+    def __str__(self) -> str:
+        return f"event stream of user {self.user_id}: {self.writes} writes"
+
+
+class WebhookSubscription(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField()  # ["order.filled", ...] or ["*"]
+    # {"secret": "whsec_<base64>"}, encrypted at rest like broker credentials; shown once, at creation.
+    signing = EncryptedJSONField(default=dict)
+    active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=300, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)  # first failure since the last success
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "active"], name="webhook_user_active_idx")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} of user {self.user_id} -> {self.url}"
+
+    @property
+    def secret(self) -> str:
+        return self.signing["secret"]
+
+    def matches(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # due at next_attempt_at
+    SENDING = "sending"  # claimed by a worker until lease_until
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up: the subscription was disabled or deleted
+
+
+class WebhookDelivery(models.Model):
+    """One event to one subscription; written with the event, sent by the worker (at least once)."""
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(OrderEvent, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["subscription", "event"], name="one_delivery_per_event")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due_idx")]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} of event {self.event_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """Every try of a delivery, as it went: read-only in admin."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.IntegerField()
+    worker = models.CharField(max_length=100, blank=True, default="")
+    started_at = models.DateTimeField()
+    latency_ms = models.IntegerField(null=True, blank=True)
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"

@@ -14,7 +14,8 @@ from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
 from brokers.types import Account, Environment, ListScope, OrderStatus, Position
 from brokers.errors import BrokerNotConfigured, CredentialsRefused, DomainError, OrderNotFound
-from equity.models import Attempt, LegRole, Order, OrderTally
+from equity.events import save_order_state
+from equity.models import Attempt, LegRole, Order, OrderEvent, OrderTally, WebhookSubscription
 from equity.services import apply_broker_state, mirror_legs, resolve_pending, sync_bracket, update_leg
 
 STATUS_GROUPS = {
@@ -91,7 +92,7 @@ def order_get_for_user(*, user, order_ref: str, asset_class: str, live: bool) ->
         raise
     changed = apply_broker_state(order, fresh)
     if changed:
-        order.save(update_fields=changed)
+        save_order_state(order, fields=changed)
     return order
 
 
@@ -153,7 +154,7 @@ class Refreshed:
     rows_added: bool = False  # bracket legs seen for the first time: new rows, which may belong on the page
 
 
-def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> Refreshed:
+def refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders: list[Order]) -> Refreshed:
     """Bring the stored state of the not-yet-final orders among `orders` up to the broker's, with one
     broker listing over their time window (a bracket's legs come nested in it).
 
@@ -176,10 +177,9 @@ def _refresh_unsettled(connection: BrokerAccount, adapter: BrokerAdapter, orders
     fresh_legs = {leg.broker_order_id: leg for b in listed for leg in b.legs}
     plain = [o for o in unsettled if not o.is_leg]
     changed_rows = [o for o in plain if o.broker_order_id in fresh and apply_broker_state(o, fresh[o.broker_order_id])]
-    if changed_rows:
+    for order in changed_rows:  # each its own short transaction with its event (the emit point)
         with transaction.atomic():
-            Order.objects.bulk_update(changed_rows, ["status", "filled_qty", "avg_fill_price", "updated_at",
-                                                     "submitted_at"])
+            save_order_state(order, fields=["status", "filled_qty", "avg_fill_price", "updated_at", "submitted_at"])
     legs_changed = legs_opened = False
     mirrored: set[int] = set()
     for parent in [o for o in plain if o.broker_order_id in fresh and fresh[o.broker_order_id].legs]:
@@ -208,7 +208,7 @@ def order_list_for_user(*, user, asset_class: str, live: bool, status: str | Non
     ordered = rows.order_by("-submitted_at", "-id")
     items = list(ordered[start:start + size])
     attach_legs(items)
-    refreshed = _refresh_unsettled(connection, adapter, items)
+    refreshed = refresh_unsettled(connection, adapter, items)
     if refreshed.rows_added or (refreshed.changed and status):
         # A refreshed order may have left the status group; legs seen for the first time join the list.
         items = list(ordered[start:start + size])
@@ -255,3 +255,26 @@ def account_for_user(*, user, asset_class: str, live: bool) -> dict:
     return {"asset_class": asset_class, "broker": src.connection.exchange, "paper": not src.connection.is_live,
             "equity": acct.equity, "buying_power": acct.buying_power, "cash": acct.cash, "currency": acct.currency,
             "as_of": acct.as_of, "metadata": metadata}
+
+
+# --- Event feed ---------------------------------------------------------------------------------
+
+@dataclass
+class EventPage:
+    items: list[OrderEvent]
+    next_after: int | None
+
+
+def events_for_user(*, user, after: int | None, limit: int) -> EventPage:
+    """The caller's own events after `after`, oldest first; next_after is the last one's id (null: none newer
+    yet, ask again with the same after). A user's events commit in id order
+    (equity.models.EventStream), so paging by the last id seen never skips one."""
+    rows = OrderEvent.objects.filter(user=user).order_by("id")
+    if after is not None:
+        rows = rows.filter(id__gt=after)
+    items = list(rows[:limit])
+    return EventPage(items=items, next_after=items[-1].id if items else None)
+
+
+def webhooks_for_user(*, user) -> list[WebhookSubscription]:
+    return list(WebhookSubscription.objects.filter(user=user).order_by("id"))

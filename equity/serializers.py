@@ -499,3 +499,66 @@ class OrderCheckResponse(serializers.Serializer):
                                                             "be placed.")
     detail = serializers.CharField(allow_null=True)
     checks = OrderCheckEntry(many=True, help_text="Every gate and risk rule, in the placement's order.")
+
+
+# --- Order updates pushed -----------------------------------------------------------------------
+
+EVENT_TYPE_CHOICES = ["order.pending", "order.accepted", "order.partially_filled", "order.filled", "order.canceled",
+                      "order.expired", "order.rejected"]
+
+
+class EventQuery(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1,
+                                     help_text="The last event id you have; omitted: from your first event.")
+    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=500)
+
+
+@extend_schema_field(OrderResponse)
+class _OrderSnapshot(serializers.JSONField):
+    """The order as OrderResponse rendered it when the event happened (stored with the event)."""
+
+
+@extend_schema_serializer(component_name="OrderEvent")
+class EventResponse(serializers.Serializer):
+    id = serializers.IntegerField(help_text="Increasing; the `webhook-id` of its deliveries.")
+    type = NamedChoiceField(choices=EVENT_TYPE_CHOICES, enum_name="OrderEventTypeEnum",
+                            help_text="order.<the order's status after the change>.")
+    created_at = serializers.DateTimeField()
+    data = _OrderSnapshot()
+
+
+@extend_schema_serializer(component_name="OrderEventListResponse", many=False)
+class EventListResponse(serializers.Serializer):
+    items = EventResponse(many=True)
+    next_after = serializers.IntegerField(allow_null=True,
+                                          help_text="The last item's id, to pass as `after`; null: nothing newer yet.")
+
+
+@extend_schema_serializer(component_name="WebhookCreateRequest")
+class WebhookCreateRequest(StrictSerializer):
+    url = serializers.URLField(max_length=2000, help_text="https only; it must resolve to public addresses.")
+    events = serializers.ListField(child=NamedChoiceField(choices=[*EVENT_TYPE_CHOICES, "*"],
+                                                          enum_name="WebhookEventFilterEnum"),
+                                   min_length=1, max_length=len(EVENT_TYPE_CHOICES) + 1,
+                                   help_text='Event types to deliver, or ["*"] for all.')
+
+
+@extend_schema_serializer(component_name="Webhook")
+class WebhookResponse(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    active = serializers.BooleanField()
+    disabled_reason = serializers.CharField(help_text="Why it was disabled; empty while active.")
+    disabled_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(component_name="WebhookCreated")
+class WebhookCreatedResponse(WebhookResponse):
+    secret = serializers.CharField(help_text="The signing secret (whsec_...). Shown only in this response.")
+
+
+@extend_schema_serializer(component_name="WebhookListResponse", many=False)
+class WebhookListResponse(serializers.Serializer):
+    items = WebhookResponse(many=True)

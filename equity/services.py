@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from brokers.conf import conf
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import EventType
@@ -36,6 +37,7 @@ from brokers.types import (FINAL_STATUSES, AssetClass, Bracket, BrokerOrder, Env
 from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity.alerts import send_first_live_alert
+from equity.events import lock_event_stream, record_new_order, save_order_state
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, LegRole, Order
 from risk.manager import RiskManager
@@ -158,15 +160,15 @@ def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) ->
         raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
     if existing.attempt == Attempt.IN_FLIGHT and existing.broker_client_id:
         # A worker died after (perhaps) sending the order: never send it again, find out instead.
-        Order.objects.filter(pk=existing.pk, attempt=Attempt.IN_FLIGHT).update(attempt=Attempt.DONE)
-        existing.refresh_from_db()
+        mark_placed(existing)
         return _Claim(existing, replay=True)
     # Nothing was placed under this key (refused, or 502): a new attempt, claimed atomically.
-    claimed = Order.objects.filter(pk=existing.pk, attempt=existing.attempt,
-                                   attempt_started_at=existing.attempt_started_at).update(
-        attempt=Attempt.IN_FLIGHT, attempt_started_at=now, broker_client_id="", broker_order_id=None,
-        status=OrderStatus.PENDING)
-    if not claimed:
+    before = Q(attempt=existing.attempt, attempt_started_at=existing.attempt_started_at)
+    existing.attempt, existing.attempt_started_at, existing.status = Attempt.IN_FLIGHT, now, OrderStatus.PENDING
+    existing.broker_client_id, existing.broker_order_id = "", None
+    save_order_state(existing, fields=["attempt", "attempt_started_at", "broker_client_id", "broker_order_id",
+                                       "status"], where=before)
+    if not existing.written:
         raise IdempotencyInProgress(f"The request with client_order_id {key!r} is still being processed.")
     existing.refresh_from_db()
     return _Claim(existing, replay=False)
@@ -340,10 +342,9 @@ def _find_or_resend(order: Order, adapter: BrokerAdapter, request: OrderRequest)
 def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
     # Every other column was written by the claim or the submitted step and has not changed since.
     changed = apply_broker_state(order, result)
-    order.attempt = Attempt.DONE
     first_live = False
     with transaction.atomic():
-        order.save(update_fields=[*changed, "attempt"])
+        save_order_state(order, fields=changed, placed=True)
         first_live = _record_placement(order, meta, event_type=EventType.PLACED, broker_reply=_reply(result))
     if first_live:
         transaction.on_commit(lambda: send_first_live_alert(order))
@@ -372,10 +373,10 @@ def _record_placement(order: Order, meta: RequestMeta | None, *, event_type: Eve
 
 
 def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
-    order.attempt, order.status = Attempt.DONE, OrderStatus.PENDING
+    order.status = OrderStatus.PENDING
     order.submitted_at = order.updated_at = order.attempt_started_at
     with transaction.atomic():
-        order.save()
+        save_order_state(order, placed=True)
         record_order_event(user_id=order.user_id, event_type=EventType.PENDING, meta=meta,
                            error_detail=str(cause), **_audit_fields(order))
     return Placed(order, 202)
@@ -384,9 +385,8 @@ def _keep_pending(order: Order, meta: RequestMeta, cause: Exception) -> Placed:
 def _fail(order: Order, err: DomainError, meta: RequestMeta) -> None:
     order.attempt, order.status = Attempt.FAILED, OrderStatus.REJECTED
     with transaction.atomic():
-        Order.objects.filter(pk=order.pk).update(attempt=Attempt.FAILED, status=OrderStatus.REJECTED,
-                                                 connection=order.connection, exchange=order.exchange,
-                                                 currency=order.currency, broker_client_id=order.broker_client_id)
+        save_order_state(order, fields=["attempt", "status", "connection", "exchange", "currency",
+                                        "broker_client_id"])
         record_order_event(user_id=order.user_id, event_type=EventType.REJECTED, meta=meta, error=err,
                            **_audit_fields(order))
 
@@ -457,6 +457,7 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
     request, another reconcile process), or a re-send since makes "absent" premature.
     """
     with transaction.atomic():
+        lock_event_stream(order.user_id)  # before the order row, as every state write does (equity.events)
         locked = Order.objects.select_for_update().get(pk=order.pk)
         if (locked.status != OrderStatus.PENDING or locked.broker_order_id
                 or (found is None and locked.attempt_started_at != order.attempt_started_at)):
@@ -466,12 +467,12 @@ def _resolve(order: Order, found: BrokerOrder | None, meta: RequestMeta | None, 
         if found is None:
             locked.status = OrderStatus.REJECTED
             locked.updated_at = timezone.now()
-            locked.save()
+            save_order_state(locked)
             record_order_event(user_id=locked.user_id, event_type=EventType.RESOLVED, meta=meta,
                                broker_reply={"found": False}, **_audit_fields(locked))
         else:
             apply_broker_state(locked, found)
-            locked.save()
+            save_order_state(locked)
             first_live = _record_placement(locked, meta, event_type=EventType.RESOLVED,
                                            broker_reply={**_reply(found), "resent": True} if resent else _reply(found))
         if first_live:
@@ -503,6 +504,13 @@ def resolve_pending(order: Order, *, meta: RequestMeta | None = None, adapter: B
     if found is not None and found.legs:
         mirror_legs(order, found, meta=meta)
     return order.status != OrderStatus.PENDING or bool(order.broker_order_id)
+
+
+def mark_placed(order: Order) -> None:
+    """An attempt whose worker died after (perhaps) sending it: placed, outcome unknown (pending)."""
+    if order.attempt == Attempt.IN_FLIGHT:
+        save_order_state(order, fields=[], placed=True)
+    order.refresh_from_db()
 
 
 # --- Bracket legs -------------------------------------------------------------------------------
@@ -562,7 +570,9 @@ def _open_leg(parent: Order, leg: BrokerOrder, meta: RequestMeta | None) -> Orde
         row = _leg_row(parent, leg, order_id)
         try:
             with transaction.atomic():
+                lock_event_stream(row.user_id)  # before the row, as every state write does (equity.events)
                 row.save(force_insert=True)
+                record_new_order(row)  # a leg's first state is an event of the user's feed
                 record_order_event(user_id=row.user_id, event_type=EventType.LEG_OPENED, meta=meta,
                                    broker_reply=_reply(leg), **_audit_fields(row))
                 ended = _leg_end_event(row.status)
@@ -589,7 +599,8 @@ def update_leg(row: Order, leg: BrokerOrder, meta: RequestMeta | None = None, *,
     if not changed:
         return False
     with transaction.atomic():
-        won = Order.objects.filter(pk=row.pk, status=before).update(**{k: getattr(row, k) for k in changed})
+        # The emit point's guarded write: the read that moves the state wins, and emits its event.
+        won = save_order_state(row, fields=changed) is not None
         ended = _leg_end_event(row.status) if before not in FINAL_STATUSES else None
         if won and ended is not None and not audited:
             record_order_event(user_id=row.user_id, event_type=ended, meta=meta, broker_reply=_reply(leg),
@@ -621,7 +632,7 @@ def sync_bracket(parent: Order, adapter: BrokerAdapter, *, meta: RequestMeta | N
     fresh = adapter.get_order(parent.broker_order_id, symbol=parent.symbol)
     changed = apply_broker_state(parent, fresh)
     if changed:
-        parent.save(update_fields=changed)
+        save_order_state(parent, fields=changed)
     parent.leg_rows = mirror_legs(parent, fresh, meta=meta, canceled_by_user=canceled_by_user)
     return parent.leg_rows
 
@@ -689,7 +700,7 @@ def _cancel_bracket(*, user, order: Order, adapter: BrokerAdapter, meta: Request
             row = rows.get(target.pk, target)
             if legs is None:  # not read back: the broker accepted the cancel
                 row.status, row.updated_at = OrderStatus.CANCELED, timezone.now()
-                row.save(update_fields=["status", "updated_at"])
+                save_order_state(row, fields=["status", "updated_at"])
             record_order_event(user_id=user.pk, event_type=EventType.CANCELED, meta=meta, **_audit_fields(row))
     if first_error is not None:
         raise first_error
@@ -726,5 +737,5 @@ def cancel_order(*, user, order: Order, adapter: BrokerAdapter, meta: RequestMet
             apply_broker_state(order, fresh)
         else:
             order.status, order.updated_at = OrderStatus.CANCELED, timezone.now()
-        order.save()
+        save_order_state(order)
         record_order_event(user_id=user.pk, event_type=EventType.CANCELED, meta=meta, **_audit_fields(order))

@@ -1,6 +1,11 @@
 from django.urls import re_path
 
-from equity.views import KillSwitchViewSet, OrderCheckViewSet, OrderViewSet, SnapshotViewSet
+from brokers.routers import OptionalSlashRouter
+from equity.views import (EventViewSet, KillSwitchViewSet, OrderCheckViewSet, OrderViewSet, SnapshotViewSet,
+                          WebhookViewSet)
+
+router = OptionalSlashRouter()
+router.register("webhooks", WebhookViewSet, basename="webhooks")
 
 # Paths as SPEC.md writes them, with or without a trailing slash. /orders/check comes before the
 # order detail path, whose GET and DELETE it still serves for an order_id "check".
@@ -14,4 +19,6 @@ urlpatterns = [
             name="kill-switch"),
     re_path(r"^positions/?$", SnapshotViewSet.as_view({"get": "positions"}), name="positions"),
     re_path(r"^account/?$", SnapshotViewSet.as_view({"get": "account"}), name="account"),
+    re_path(r"^events/?$", EventViewSet.as_view({"get": "list"}), name="events"),
+    *router.urls,
 ]

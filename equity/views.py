@@ -14,11 +14,12 @@ from brokers.api import AppViewPolicy
 from brokers.reference import describe_status
 from brokers.types import AssetClass
 from brokers.errors import OrderNotFound
-from equity import controls, selectors, services
-from equity.serializers import (AccountResponse, CancelAllResponse, ErrorResponse, KillSwitchListResponse,
-                                KillSwitchQuery, KillSwitchRequest, KillSwitchSetResponse, OrderCheckResponse,
-                                OrderListQuery, OrderListResponse, OrderQuery, OrderResponse, PlaceOrderRequest,
-                                PositionListResponse, SnapshotQuery)
+from equity import controls, selectors, services, webhooks
+from equity.serializers import (AccountResponse, CancelAllResponse, ErrorResponse, EventListResponse, EventQuery,
+                                KillSwitchListResponse, KillSwitchQuery, KillSwitchRequest, KillSwitchSetResponse,
+                                OrderCheckResponse, OrderListQuery, OrderListResponse, OrderQuery, OrderResponse,
+                                PlaceOrderRequest, PositionListResponse, SnapshotQuery, WebhookCreatedResponse,
+                                WebhookCreateRequest, WebhookListResponse, WebhookResponse)
 from risk.models import KillSwitch
 
 
@@ -183,3 +184,38 @@ class SnapshotViewSet(AppViewPolicy, viewsets.ViewSet):
         q = _parse(SnapshotQuery, request.query_params)
         acct = selectors.account_for_user(user=request.user, asset_class=q["asset_class"], live=q["live_mode"])
         return Response(AccountResponse(acct).data)
+
+
+class EventViewSet(AppViewPolicy, viewsets.ViewSet):
+    @extend_schema(operation_id="list_events", parameters=[EventQuery],
+                   responses={200: EventListResponse, **errors(400, 401)},
+                   description="Your own order events after `after`, oldest first: a client that was offline, or "
+                               "whose webhook was down, catches up here and misses nothing.")
+    def list(self, request):
+        q = _parse(EventQuery, request.query_params)
+        page = selectors.events_for_user(user=request.user, after=q.get("after"), limit=q["limit"])
+        return Response(EventListResponse(page).data)
+
+
+class WebhookViewSet(AppViewPolicy, viewsets.ViewSet):
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    @extend_schema(operation_id="create_webhook", request=WebhookCreateRequest,
+                   responses={201: WebhookCreatedResponse, **errors(400, 401, 415)},
+                   description="Deliveries are signed the Standard Webhooks way with the returned secret, shown "
+                               "only here.")
+    def create(self, request):
+        fields = _parse(WebhookCreateRequest, request.data)
+        made = webhooks.subscribe(user=request.user, url=fields["url"], events=fields["events"])
+        body = WebhookCreatedResponse({**WebhookResponse(made.subscription).data, "secret": made.secret}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(operation_id="list_webhooks", responses={200: WebhookListResponse, **errors(401)})
+    def list(self, request):
+        return Response(WebhookListResponse({"items": selectors.webhooks_for_user(user=request.user)}).data)
+
+    @extend_schema(operation_id="delete_webhook", responses={204: OpenApiResponse(description="Deleted"),
+                                                            **errors(401, 404)})
+    def destroy(self, request, pk=None):
+        webhooks.unsubscribe(user=request.user, subscription_id=int(pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

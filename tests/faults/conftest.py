@@ -203,6 +203,7 @@ class BrokerRig:
     routes: dict[str, tuple[str, str]]  # our route -> (method, path) of the broker call it makes
     gate: FaultGate
     broker_orders: Callable[[], int]  # how many orders the broker holds
+    fake: object = None  # the fake broker itself, for a change made at the broker (a fill, a cancel)
 
     def order(self, **fields) -> dict:
         return {**self.resting, **fields}
@@ -237,7 +238,7 @@ def _alpaca(*, user, mock, equity_orders) -> BrokerRig:
                 "get": ("GET", "/v2/orders/[^/]+"), "list": ("GET", "/v2/orders"),
                 "cancel": ("DELETE", "/v2/orders/[^/]+"), "positions": ("GET", "/v2/positions"),
                 "account": ("GET", "/v2/account")},
-        gate=gate, broker_orders=lambda: len(fake.orders))
+        gate=gate, broker_orders=lambda: len(fake.orders), fake=fake)
 
 
 def _kis(*, user, mock, equity_orders) -> BrokerRig:
@@ -254,7 +255,7 @@ def _kis(*, user, mock, equity_orders) -> BrokerRig:
                 "get": ("GET", kis_venue.PATHS["daily"]), "list": ("GET", kis_venue.PATHS["daily"]),
                 "cancel": ("POST", kis_venue.PATHS["cancel"]), "positions": ("GET", kis_venue.PATHS["balance"]),
                 "account": ("GET", kis_venue.PATHS["balance"])},
-        gate=gate, broker_orders=lambda: sum(1 for row in fake.rows if not row["orgn_odno"]))
+        gate=gate, broker_orders=lambda: sum(1 for row in fake.rows if not row["orgn_odno"]), fake=fake)
 
 
 def _upbit(*, user, mock, equity_orders) -> BrokerRig:
@@ -273,7 +274,7 @@ def _upbit(*, user, mock, equity_orders) -> BrokerRig:
         routes={"place": ("POST", "/v1/orders"), "lookup": ("GET", "/v1/order"), "get": ("GET", "/v1/order"),
                 "list": ("GET", "/v1/orders/(open|closed)"), "cancel": ("DELETE", "/v1/order"),
                 "positions": ("GET", "/v1/accounts"), "account": ("GET", "/v1/accounts")},
-        gate=gate, broker_orders=lambda: len(fake.orders))
+        gate=gate, broker_orders=lambda: len(fake.orders), fake=fake)
 
 
 RIGS = {"alpaca": _alpaca, "kis": _kis, "upbit": _upbit}

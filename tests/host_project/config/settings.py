@@ -25,6 +25,8 @@ INSTALLED_APPS = [
     # The order apps and what they need (README: "Add to an existing Django project").
     "waffle",
     "pgtrigger",
+    "django_tasks",
+    "django_tasks_db",
     "audit",
     "brokers",
     "risk",
@@ -90,3 +92,6 @@ SPECTACULAR_SETTINGS = {"TITLE": "Host product API", "VERSION": "1.0.0"}
 EQUITY_ORDERS = {"CREDENTIALS_KEYS": ["aG9zdC1wcm9kdWN0LXRlc3Qta2V5LTMyLWJ5dGVzISE="]}
 if os.environ.get("HOST_WITHOUT_CREDENTIALS_KEYS"):
     EQUITY_ORDERS = {}
+
+# Webhook deliveries and the broker sync run on the host's worker (README "Order updates pushed").
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}

@@ -1,0 +1,144 @@
+"""The one emit point: every write of an order's `status`, `filled_qty` or placement goes through
+save_order_state, which writes the OrderEvent of the change in the same transaction.
+
+"A change" is what the row holds, not what the caller saw: the write is a guarded UPDATE, so two
+observers of one fill (a sync pass, a GET, a second sync pass) make one event between them, and an
+older observation arriving after a newer one (a sync pass that read the broker before a cancel) is
+not written at all: a final status is never left for an open one, a fill never shrinks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+
+from brokers.types import FINAL_STATUSES
+from equity.models import (Attempt, DeliveryStatus, EventStream, Order, OrderEvent, WebhookDelivery,
+                           WebhookSubscription)
+
+logger = logging.getLogger(__name__)
+
+_NEVER_WRITTEN = {"id", "user"}
+_FINAL = [str(s) for s in FINAL_STATUSES]
+
+
+def _all_fields() -> list[str]:
+    return [f.name for f in Order._meta.concrete_fields if f.name not in _NEVER_WRITTEN]
+
+
+def order_data(order: Order) -> dict:
+    """The order as GET /orders/{id} renders it (OrderResponse, UTC, amounts as JSON numbers)."""
+    from equity.serializers import OrderResponse
+
+    with timezone.override(UTC):
+        return json.loads(JSONRenderer().render(OrderResponse(order).data))
+
+
+def save_order_state(order: Order, *, fields: Iterable[str] | None = None, placed: bool = False,
+                     where: Q | None = None) -> OrderEvent | None:
+    """Write `fields` of `order` (default: all) and, when the stored state changed, its event.
+
+    The state is (status, filled_qty) and, with placed=True, the placement itself (attempt done):
+    a 202 pending placement is an event though its status stays pending. `where` replaces the
+    default guard (not final, fill not shrinking) for the one write that restarts an order, the new
+    attempt of a refused one; `order.written` then says whether the guard held.
+
+    Returns the event, or None when nothing changed (the other fields are still written while the
+    stored state equals the caller's) or the caller's view was older than the row's (then `order` is
+    reloaded, so the caller goes on with what is stored).
+    """
+    names = list(dict.fromkeys(fields)) if fields is not None else _all_fields()
+    if placed:
+        order.attempt = Attempt.DONE
+        if "attempt" not in names:
+            names.append("attempt")
+    values = {Order._meta.get_field(n).attname: getattr(order, Order._meta.get_field(n).attname) for n in names}
+    status, filled = str(order.status), order.filled_qty
+    changed = ~Q(status=status) | ~Q(filled_qty=filled)
+    if placed:
+        changed |= ~Q(attempt=Attempt.DONE)
+    if where is not None:
+        guard = where
+    elif status in _FINAL:
+        # One final state to another is a correction of the service's own guess (a cancel taken as done
+        # when the read-back failed, while the broker filled it): a broker's order has one final state.
+        guard = Q(filled_qty__lte=filled)
+    else:
+        guard = ~Q(status__in=_FINAL) & Q(filled_qty__lte=filled)
+    rows = Order.objects.filter(pk=order.pk)
+    order.written = True
+    with transaction.atomic(savepoint=False):
+        # The user's stream first, then the order row: every writer takes them in this order, so a
+        # transaction that writes several orders of one user (a bracket and its legs) cannot deadlock
+        # with one that writes one of them.
+        lock_event_stream(order.user_id)
+        if rows.filter(guard & changed).update(**values):
+            return _emit(order)
+        if where is not None:  # a restart of an unchanged state (pending again): written, no event
+            order.written = bool(rows.filter(where).update(**values))
+            return None
+        others = {k: v for k, v in values.items() if k not in ("status", "filled_qty")}
+        if others and rows.filter(status=status, filled_qty=filled).update(**others):
+            return None
+        if not others and rows.filter(status=status, filled_qty=filled).exists():
+            return None
+    order.written = False
+    order.refresh_from_db()  # the row is ahead of the caller's observation: keep the row's
+    return None
+
+
+def lock_event_stream(user_id) -> None:
+    """Lock the user's EventStream row until the end of the transaction (created on first use).
+    Taken before any order row that the transaction then writes (see save_order_state)."""
+    if EventStream.objects.filter(user_id=user_id).update(writes=F("writes") + 1):
+        return
+    try:
+        with transaction.atomic():
+            EventStream.objects.create(user_id=user_id, writes=1)
+    except IntegrityError:  # created by a concurrent first write: wait for its lock
+        EventStream.objects.filter(user_id=user_id).update(writes=F("writes") + 1)
+
+
+def _emit(order: Order) -> OrderEvent:
+    """The event of the change just written; the caller holds the user's stream lock."""
+    now = timezone.now()
+    event = OrderEvent.objects.create(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
+                                      data=order_data(order), created_at=now)
+    subscriptions = [s for s in WebhookSubscription.objects.filter(user_id=order.user_id, active=True)
+                     if s.matches(event.type)]
+    if subscriptions:
+        deliveries = WebhookDelivery.objects.bulk_create(
+            [WebhookDelivery(subscription=s, event=event, status=DeliveryStatus.PENDING, next_attempt_at=now,
+                             created_at=now) for s in subscriptions])
+        ids = [d.pk for d in deliveries if d.pk is not None] or list(
+            WebhookDelivery.objects.filter(event=event).values_list("pk", flat=True))
+        transaction.on_commit(lambda: _enqueue_deliveries(ids))
+    return event
+
+
+def _enqueue_deliveries(ids: list[int]) -> None:
+    """Hand the deliveries to the worker. Never fails the caller: a delivery whose task is lost (the
+    queue down, the process gone) is still due in the table, and deliver_due_webhooks sends it."""
+    from equity.tasks import deliver_webhook
+
+    for delivery_id in ids:
+        try:
+            deliver_webhook.enqueue(delivery_id)
+        except Exception:  # noqa: BLE001 - any queue fault; the sweeper has it
+            logger.warning("could not enqueue a webhook delivery; the sweeper will send it",
+                           extra={"delivery_id": delivery_id}, exc_info=True)
+
+
+def record_new_order(order: Order) -> OrderEvent:
+    """The event of an order row that the service did not place itself but found at the broker and
+    inserted with its state (a bracket's leg): its first state is a change. Call in the insert's
+    transaction."""
+    lock_event_stream(order.user_id)
+    return _emit(order)
