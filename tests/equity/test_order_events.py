@@ -299,3 +299,13 @@ def test_a_final_state_the_service_assumed_is_corrected_by_the_brokers_and_emitt
     assert feed() == ["order.accepted", "order.canceled", "order.filled"]
     truth.status, truth.filled_qty = "partially_filled", Decimal("0.005")  # never back to an open state
     assert save_order_state(truth, fields=["status", "filled_qty"]) is None and truth.status == "filled"
+
+
+def test_cancel_all_is_one_canceled_event_per_open_order(api_client, sim_crypto):
+    place(api_client, crypto_limit(client_order_id="c-1"))
+    place(api_client, crypto_limit(client_order_id="c-2"))
+    place(api_client, crypto_market(client_order_id="c-3"))  # filled: nothing to cancel
+    assert api_client.delete("/api/equity/orders?asset_class=crypto").status_code == 200
+    api_client.get("/api/equity/orders", Q)
+    canceled = sorted(OrderEvent.objects.filter(type="order.canceled").values_list("order__client_order_id", flat=True))
+    assert canceled == ["c-1", "c-2"]
