@@ -71,15 +71,15 @@ def _note_fault(connection_id: int) -> None:
         faults = (cache.get(key) or {"faults": 0})["faults"] + 1
         delay = min(conf.SYNC_INTERVAL_SECONDS * 2 ** min(faults - 1, 10), 300.0)
         cache.set(key, {"faults": faults, "until": timezone.now() + timedelta(seconds=delay)}, timeout=int(delay) + 60)
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception:  # noqa: BLE001 - the cache down: no backoff is kept, the next round tries again
+        logger.warning("sync backoff not recorded: cache unavailable", extra={"connection_id": connection_id})
 
 
 def _note_success(connection_id: int) -> None:
     try:
         cache.delete(_BACKOFF_KEY.format(connection_id))
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception:  # noqa: BLE001 - the cache down: a stale backoff expires by itself (its timeout)
+        logger.warning("sync backoff not cleared: cache unavailable", extra={"connection_id": connection_id})
 
 
 def sync_connection(connection: BrokerAccount) -> int:
