@@ -6,6 +6,7 @@ with DEBUG=0 the process refuses to start on a development secret or credentials
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from decimal import Decimal
@@ -355,6 +356,7 @@ elif TASKS_BACKEND == "database":
 else:
     raise ImproperlyConfigured("TASKS_BACKEND must be database or rq.")
 
+_TASKS_LOG_LEVEL = logging.getLevelName(_env("TASKS_LOG_LEVEL", "WARNING").upper())
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -363,7 +365,9 @@ LOGGING = {
     # would repeat every 4xx and 5xx (django.request) and every request under runserver (django.server),
     # so of those only the records that carry a traceback (an unhandled exception) are kept.
     "filters": {"only_tracebacks": {"()": "django.utils.log.CallbackFilter",
-                                    "callback": "ext://brokers.request_log.only_tracebacks"}},
+                                    "callback": "ext://brokers.request_log.only_tracebacks"},
+                "tasks_level": {"()": "django.utils.log.CallbackFilter",
+                                "callback": lambda record: record.levelno >= _TASKS_LOG_LEVEL}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {
@@ -371,7 +375,8 @@ LOGGING = {
         "django.server": {"filters": ["only_tracebacks"]},
         # At DEBUG, urllib3 logs full URLs, and some broker GETs carry an account number.
         "urllib3": {"level": "WARNING"},
-        # The worker logs every task's start and end at INFO: the periodic ones every few seconds.
-        "django_tasks": {"level": _env("TASKS_LOG_LEVEL", "WARNING")},
+        # The worker logs every task's start and end at INFO: the periodic ones every few seconds. A
+        # filter, not a level: db_worker sets its logger's level itself (INFO at verbosity 1).
+        "django_tasks": {"filters": ["tasks_level"]},
     },
 }
