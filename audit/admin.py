@@ -4,7 +4,7 @@ from django.utils.safestring import mark_safe
 
 from audit.chain import verify_chain
 from audit.models import AuditChainHead, BrokerOrderEvent
-from brokers.admin import SearchByUserLogin
+from brokers.admin import ReadOnlyAdmin, SearchByUserLogin
 
 # The list fits a 1400 px window beside admin's navigation and the filters (tests/audit/test_admin_list_width.py
 # measures it in Chromium): the columns a reviewer reads first, two short lines where two facts belong
@@ -24,7 +24,7 @@ def _breakable(code: str):
 
 
 @admin.register(BrokerOrderEvent)
-class BrokerOrderEventAdmin(SearchByUserLogin, admin.ModelAdmin):
+class BrokerOrderEventAdmin(SearchByUserLogin, ReadOnlyAdmin):
     """Read-only for everyone, superusers included: the log is append-only."""
 
     list_display = ("when", "trader", "event", "order", "client_order", "error", "risk_rule")
@@ -84,21 +84,9 @@ class BrokerOrderEventAdmin(SearchByUserLogin, admin.ModelAdmin):
     def error(self, event):
         return _breakable(event.error_code) if event.error_code else ""
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(AuditChainHead)
-class AuditChainHeadAdmin(admin.ModelAdmin):
+class AuditChainHeadAdmin(ReadOnlyAdmin):
     """One row per user's chain, with whether it verifies (recomputed when the page is shown)."""
 
     list_display = ("chain", "length", "last_event_id", "updated_at", "verifies")
@@ -109,15 +97,3 @@ class AuditChainHeadAdmin(admin.ModelAdmin):
     def verifies(self, obj: AuditChainHead) -> bool:
         user_id = None if obj.chain == "global" else obj.chain.removeprefix("user:")
         return verify_chain(user_id).ok
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

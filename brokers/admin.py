@@ -52,6 +52,24 @@ class BrokerAccountForm(forms.ModelForm):
         return value
 
 
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """An admin that only shows: records written by the services (audit rows, events, deliveries),
+    which no operator adds, edits or deletes by hand. Django's view permission still opens them."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(BrokerAccount)
 class BrokerAccountAdmin(SearchByUserLogin, admin.ModelAdmin):
     form = BrokerAccountForm

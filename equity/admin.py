@@ -18,7 +18,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.utils import timezone
 
 from audit.services import RequestMeta
-from brokers.admin import SearchByUserLogin
+from brokers.admin import ReadOnlyAdmin, SearchByUserLogin
 from brokers.types import AssetClass
 from equity import controls, webhooks
 from equity.models import OrderEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
@@ -100,20 +100,6 @@ class KillSwitchAdmin(SearchByUserLogin, admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for obj in queryset.select_related("user"):
             self.delete_model(request, obj)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _audit(request, obj, message: str) -> None:
