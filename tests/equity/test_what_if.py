@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from audit.models import BrokerOrderEvent
 from audit.services import RequestMeta
@@ -93,7 +93,9 @@ CASES = {
 def test_the_check_agrees_with_the_placement_that_follows(make_client, user, sim_crypto, equity_orders, case):
     setup, body, refused_by, rate = CASES[case]
     equity_orders.RATE_LIMIT_ORDERS = rate or "30/m"
-    travel = time_machine.travel(THANKSGIVING, tick=False) if case == "market closed" else nullcontext()
+    # A frozen clock: the two answers compare word for word, and a refusal's "retry in N s" must not
+    # cross a second between the check and the placement.
+    travel = time_machine.travel(THANKSGIVING if case == "market closed" else timezone.now(), tick=False)
     with travel:
         client = make_client(user)
         setup(user, client)
