@@ -14,12 +14,13 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from brokers.types import FINAL_STATUSES
+from equity import order_sql
 from equity.models import (Attempt, DeliveryStatus, EventStream, Order, OrderEvent, WebhookDelivery,
                            WebhookSubscription)
 
@@ -61,17 +62,6 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
             names.append("attempt")
     values = {Order._meta.get_field(n).attname: getattr(order, Order._meta.get_field(n).attname) for n in names}
     status, filled = str(order.status), order.filled_qty
-    changed = ~Q(status=status) | ~Q(filled_qty=filled)
-    if placed:
-        changed |= ~Q(attempt=Attempt.DONE)
-    if where is not None:
-        guard = where
-    elif status in _FINAL:
-        # One final state to another is a correction of the service's own guess (a cancel taken as done
-        # when the read-back failed, while the broker filled it): a broker's order has one final state.
-        guard = Q(filled_qty__lte=filled)
-    else:
-        guard = ~Q(status__in=_FINAL) & Q(filled_qty__lte=filled)
     rows = Order.objects.filter(pk=order.pk)
     order.written = True
     with transaction.atomic(savepoint=False):
@@ -79,9 +69,18 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
         # transaction that writes several orders of one user (a bracket and its legs) cannot deadlock
         # with one that writes one of them.
         lock_event_stream(order.user_id)
-        if rows.filter(guard & changed).update(**values):
-            return _emit(order)
-        if where is not None:  # a restart of an unchanged state (pending again): written, no event
+        if where is None:
+            # The common write, in plain SQL (equity.order_sql): the default guard and "changed".
+            guard, params = _guard_sql(order, status, filled, placed)
+            if order_sql.update_row(order, names, where=guard, params=params):
+                return _emit(order)
+        else:
+            changed = ~Q(status=status) | ~Q(filled_qty=filled)
+            if placed:
+                changed |= ~Q(attempt=Attempt.DONE)
+            if rows.filter(where & changed).update(**values):
+                return _emit(order)
+            # a restart of an unchanged state (pending again): written, no event
             order.written = bool(rows.filter(where).update(**values))
             return None
         others = {k: v for k, v in values.items() if k not in ("status", "filled_qty")}
@@ -94,10 +93,42 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     return None
 
 
+def _guard_sql(order: Order, status: str, filled, placed: bool) -> tuple[str, list]:
+    """The default guard (not final, fill not shrinking) and "the stored state changed", as SQL."""
+    status_col, filled_col = order_sql.column(Order, "status"), order_sql.column(Order, "filled_qty")
+    filled_value = order_sql.db_value(Order, "filled_qty", filled, instance=order)
+    changed = f"{status_col} <> %s OR {filled_col} <> %s"
+    params = [status, filled_value]
+    if placed:
+        changed += f" OR {order_sql.column(Order, 'attempt')} <> %s"
+        params.append(str(Attempt.DONE))
+    if status in _FINAL:
+        # One final state to another is a correction of the service's own guess (a cancel taken as done
+        # when the read-back failed, while the broker filled it): a broker's order has one final state.
+        return f"{filled_col} <= %s AND ({changed})", [filled_value, *params]
+    final = ", ".join(["%s"] * len(_FINAL))
+    return (f"{status_col} NOT IN ({final}) AND {filled_col} <= %s AND ({changed})",
+            [*_FINAL, filled_value, *params])
+
+
+def _bump_stream(user_id) -> bool:
+    with connections[router.db_for_write(EventStream)].cursor() as cursor:
+        cursor.execute(f"UPDATE {order_sql.table(EventStream)} SET {order_sql.column(EventStream, 'writes')} = "
+                       f"{order_sql.column(EventStream, 'writes')} + 1 WHERE {order_sql.column(EventStream, 'user')} = %s",
+                       [user_id])
+        return cursor.rowcount > 0
+
+
+def _any_subscription_sql() -> str:
+    subs = WebhookSubscription
+    return (f"SELECT COUNT(*) FROM {order_sql.table(subs)} WHERE {order_sql.column(subs, 'user')} = %s "
+            f"AND {order_sql.column(subs, 'active')}")
+
+
 def lock_event_stream(user_id) -> None:
     """Lock the user's EventStream row until the end of the transaction (created on first use).
     Taken before any order row that the transaction then writes (see save_order_state)."""
-    if EventStream.objects.filter(user_id=user_id).update(writes=F("writes") + 1):
+    if _bump_stream(user_id):
         return
     try:
         with transaction.atomic():
@@ -109,8 +140,12 @@ def lock_event_stream(user_id) -> None:
 def _emit(order: Order) -> OrderEvent:
     """The event of the change just written; the caller holds the user's stream lock."""
     now = timezone.now()
-    event = OrderEvent.objects.create(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
-                                      data=order_data(order), created_at=now)
+    event = OrderEvent(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
+                       data=order_data(order), created_at=now)
+    # One round trip: the event, and whether the user has an active subscription at all (rarely).
+    subscribed = order_sql.insert_row(event, also=_any_subscription_sql(), also_params=[order.user_id])
+    if not subscribed:
+        return event
     subscriptions = [s for s in WebhookSubscription.objects.filter(user_id=order.user_id, active=True)
                      if s.matches(event.type)]
     if subscriptions:

@@ -36,6 +36,7 @@ from brokers.types import (FINAL_STATUSES, AssetClass, Bracket, BrokerOrder, Env
                            OrderType, Side, TimeInForce)
 from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUnavailable, CredentialsRefused,
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
+from equity import order_sql
 from equity.alerts import send_first_live_alert
 from equity.events import lock_event_stream, record_new_order, save_order_state
 from equity.gates import check_flags, check_rate
@@ -144,7 +145,7 @@ def _claim_key(*, user, key: str, fingerprint: str, fields: dict, live: bool) ->
         with nullcontext() if transaction.get_autocommit() else transaction.atomic():
             order = order_from_fields(user=user, key=key, fields=fields, live=live, now=now)
             order.request_fingerprint = fingerprint
-            order.save(force_insert=True)
+            order_sql.insert_row(order)
         return _Claim(order, replay=False)
     except IntegrityError:
         pass
@@ -285,7 +286,7 @@ def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
         raise
 
     with transaction.atomic():
-        order.save(update_fields=["connection", "exchange", "currency", "broker_client_id"])
+        order_sql.update_row(order, ["connection", "exchange", "currency", "broker_client_id"])
         record_order_event(user_id=user.pk, event_type=EventType.SUBMITTED, meta=meta, **_audit_fields(order))
     return _send(order, checked.adapter, checked.request, meta)  # gate 5, outside any transaction
 
