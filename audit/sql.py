@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+from audit import chain
 from audit.models import AuditChainHead, BrokerOrderEvent
-
-_NOT_INSERTED = {"id", "prev_hash", "hash"}  # id: the database's; the two hashes: computed in SQL
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,6 @@ class Statements:
     append: str  # inserts the row chained onto the locked head; RETURNING id, prev_hash, hash
     move_head: str | None  # SQLite's second statement; None where `append` moves the head too
     values: tuple[models.Field, ...]  # the fields whose values `append` binds, in order (after the chain key)
-
-
-def inserted_fields() -> tuple[models.Field, ...]:
-    """BrokerOrderEvent's fields bound by value: every concrete field but id, prev_hash and hash."""
-    return tuple(f for f in BrokerOrderEvent._meta.concrete_fields if f.name not in _NOT_INSERTED)
 
 
 def _sha256_hex(vendor: str, text: str) -> str:
@@ -55,6 +50,10 @@ def statements(connection) -> Statements:
     """The SQL text for the connection's vendor, built once per process."""
     built = _BUILT.get(connection.vendor)
     if built is None:
+        if connection.vendor not in ("postgresql", "sqlite"):
+            raise ImproperlyConfigured(f"the audit log is written for PostgreSQL and SQLite, not {connection.vendor}")
+        if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+            raise ImproperlyConfigured("the audit log needs INSERT … RETURNING (SQLite 3.35 or later)")
         built = _BUILT[connection.vendor] = _build(connection.vendor, connection.ops.quote_name)
     return built
 
@@ -71,7 +70,9 @@ def _build(vendor: str, quote) -> Statements:
     def h(name):
         return quote(head.get_field(name).column)
 
-    values = inserted_fields()
+    # Bound by value: the hashed content, every concrete field but id (the database's) and the two
+    # hashes (computed in SQL).
+    values = tuple(chain.content_fields())
     events_table, head_table = quote(event.db_table), quote(head.db_table)
     columns = ", ".join([quote(f.column) for f in values] + [e("prev_hash"), e("hash")])
     postgres = vendor == "postgresql"

@@ -10,8 +10,10 @@ import threading
 import time
 import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, connections, transaction
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
@@ -103,6 +105,15 @@ def test_the_statements_columns_are_the_models_fields():
     # bound: the chain key, one value per field, the canonical JSON; SQLite's UPDATE four more
     assert built.append.count("%s") == len(built.values) + 2
     assert built.move_head is None if connection.vendor == "postgresql" else built.move_head.count("%s") == 4
+
+
+@pytest.mark.parametrize("vendor,returning", [("sqlite", False), ("mysql", True)])
+def test_a_database_the_statements_cannot_run_on_is_refused_before_any_write(monkeypatch, vendor, returning):
+    monkeypatch.setattr(sql, "_BUILT", {})
+    unfit = SimpleNamespace(vendor=vendor, features=SimpleNamespace(can_return_columns_from_insert=returning),
+                            ops=connection.ops)
+    with pytest.raises(ImproperlyConfigured):
+        sql.statements(unfit)
 
 
 @pytest.mark.django_db
