@@ -248,3 +248,44 @@ def test_concurrent_writers_never_fork_the_chain(user, first_rows):
     assert (head.length, head.last_event_id, head.hash) == (expected, rows[-1].id, rows[-1].hash)
     report = verify_chain(user.pk)
     assert (report.ok, report.rows) == (True, expected), report.reason
+
+
+# Written by audit.chain as it was before issue 17 (the _meta walk per row) for the rows below: the
+# canonical content resolved once per process must give the same bytes, or old rows stop verifying.
+GOLDEN_JSON = (
+    '{"asset_class":"stock","broker_client_id":"b","broker_order_id":"","broker_reply":{"msg":"\\uc794\\uace0 '
+    '\\ubd80\\uc871"},"client_ip":"2001:db8::1","client_order_id":"k\\"1","client_request_id":"c","created_at":'
+    '"2026-12-24T09:30:15.123456Z","environment":"live","error_code":"RISK_REJECTED","error_detail":"line\\nnext '
+    '\\u2014 \\"quoted\\"","event_type":"rejected","exchange":"krx","first_live_order":true,"order_type":"limit",'
+    '"qty":"12.3456789012","report_uuid":"6f9619ff-8b86-d011-b42d-00c04fc964ff","request_body":{"a":{"b":1e-07},'
+    '"price":0.1,"qty":12,"z":[null,true,"\\u00e9"]},"request_id":"r","risk_rule":"max_qty","side":"sell",'
+    '"status":"rejected","symbol":"\\uc0bc\\uc131\\uc804\\uc790","user_id":"42"}')
+GOLDEN_HASH = "1400ce7ea0ebe01c5b9b04dc10158718a3ec8be102fed05b0aff31995082cd25"  # prev_hash "ab" * 32
+GOLDEN_EMPTY = (
+    '{"asset_class":"","broker_client_id":"","broker_order_id":"","broker_reply":{},"client_ip":null,'
+    '"client_order_id":"","client_request_id":"","created_at":"2026-01-01T00:00:00.000000Z","environment":"",'
+    '"error_code":"","error_detail":"","event_type":"placed","exchange":"","first_live_order":false,"order_type":"",'
+    '"qty":null,"report_uuid":"00000000-0000-0000-0000-000000000005","request_body":{},"request_id":"","risk_rule":"",'
+    '"side":"","status":"","symbol":"","user_id":null}')
+
+
+def test_the_canonical_content_is_byte_for_byte_what_it_was():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    full = BrokerOrderEvent(
+        user_id=42, event_type="rejected", asset_class="stock", exchange="krx", environment="live", symbol="삼성전자",
+        side="sell", qty=Decimal("12.34567890125"), order_type="limit", client_order_id='k"1', broker_client_id="b",
+        broker_order_id="", status="rejected", error_code="RISK_REJECTED", error_detail='line\nnext \u2014 "quoted"',
+        risk_rule="max_qty", request_body={"qty": 12, "price": 0.1, "z": [None, True, "é"], "a": {"b": 1e-7}},
+        broker_reply={"msg": "잔고 부족"}, report_uuid="6F9619FF-8B86-D011-B42D-00C04FC964FF", request_id="r",
+        client_request_id="c", client_ip="2001:0db8:0000:0000:0000:0000:0000:0001", first_live_order=True,
+        created_at=datetime(2026, 12, 24, 18, 30, 15, 123456, tzinfo=timezone(timedelta(hours=9))))
+    assert chain.canonical_json(chain.canonical_content(full)) == GOLDEN_JSON
+    assert chain.row_hash("ab" * 32, chain.canonical_content(full)) == GOLDEN_HASH
+    empty = BrokerOrderEvent(user_id=None, event_type="placed", qty=None, report_uuid=uuid.UUID(int=5), client_ip=None,
+                             created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert chain.canonical_json(chain.canonical_content(empty)) == GOLDEN_EMPTY
+    # the per-field path (migration 0005's historical models take it) agrees with the cached one
+    assert {f.attname: chain._canonical_value(f, getattr(full, f.attname))
+            for f in BrokerOrderEvent._meta.concrete_fields if f.name not in ("id", "prev_hash", "hash")} == \
+        chain.canonical_content(full)
