@@ -22,16 +22,10 @@ from audit import chain, sql
 from audit.chain import GENESIS_HASH, verify_chain
 from audit.models import AuditChainHead, BrokerOrderEvent, EventType
 from audit.services import RequestMeta, record_order_event
-from brokers.errors import DomainError
-
-class _Refused(DomainError):
-    code = "RISK_REJECTED"
-    status_code = 422
-    default_detail = "refused"
-
+from brokers.errors import RiskRuleViolation
 
 def _refusal():
-    return _Refused("over the limit: \"qty\" 1,000 > 10\nsee the profile", risk_rule="max_qty")
+    return RiskRuleViolation("over the limit: \"qty\" 1,000 > 10\nsee the profile", risk_rule="max_qty")
 
 
 # Rows that between them give every kind of content field a non-trivial value (and None where it may be).
@@ -155,7 +149,7 @@ def test_the_returned_event_is_the_stored_row(user):
     assert event.pk is not None and event.id == event.pk and not event._state.adding
     stored = BrokerOrderEvent.objects.get(pk=event.pk)
     assert (stored.prev_hash, stored.hash) == (event.prev_hash, event.hash) == (GENESIS_HASH, stored.hash)
-    assert stored.created_at == event.created_at and stored.error_code == "RISK_REJECTED"
+    assert stored.created_at == event.created_at and stored.error_code == "RISK_RULE_VIOLATION"
     with pytest.raises(TypeError):  # still append-only: the instance counts as saved
         event.save()
 
