@@ -9,10 +9,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from django.db import IntegrityError, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
-from audit import chain
+from audit import chain, sql
 from audit.models import AuditChainHead, BrokerOrderEvent, EventType
 from brokers.conf import conf
 
@@ -120,11 +120,12 @@ def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | No
                        error=None, first_live_order: bool = False, broker_reply: dict | None = None,
                        **fields) -> BrokerOrderEvent:
     """Append one audit row to its user's hash chain. Call it inside the transaction that changes
-    the order's own state (it opens a savepoint of its own otherwise).
+    the order's own state (it makes a transaction of its own otherwise).
 
-    The chain head is locked first (SELECT … FOR UPDATE), so two rows of one user are chained one
-    after the other, never onto the same predecessor. Callers take it last, after their own row
-    locks, so the head never waits on a lock its holder needs.
+    The chain head is locked first (SELECT … FOR UPDATE; on SQLite the database's one write lock), so
+    two rows of one user are chained one after the other, never onto the same predecessor. Callers
+    take it last, after their own row locks, so the head never waits on a lock its holder needs.
+    The row is written by audit.sql: one statement on PostgreSQL, two on SQLite.
     """
     meta = meta or RequestMeta()
     if error is not None:
@@ -137,28 +138,24 @@ def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | No
         client_request_id=meta.client_request_id, client_ip=meta.client_ip,
         request_body=meta.body or {}, broker_reply=scrub(broker_reply or {}), first_live_order=first_live_order,
         **{k: ("" if v is None and k not in _NULLABLE else v) for k, v in fields.items()})
+    event.created_at = timezone.now()
+    # The content's canonical JSON does not depend on prev_hash: hashed here, chained in the database.
+    content_json = chain.canonical_json(chain.canonical_content(event))
+    key = chain.chain_key(user_id)
+    connection = connections[router.db_for_write(BrokerOrderEvent)]
     # Inside the caller's transaction the head's lock lasts until its commit, and a failed INSERT
-    # rolls back with the caller's block; only in autocommit does it need a transaction of its own.
-    with transaction.atomic() if transaction.get_autocommit() else nullcontext():
-        head = _lock_head(chain.chain_key(user_id))
-        event.created_at = timezone.now()
-        chain.seal(event, head.hash)
-        event.save(force_insert=True)
-        AuditChainHead.objects.filter(pk=head.pk).update(last_event_id=event.pk, hash=event.hash,
-                                                          length=head.length + 1, updated_at=event.created_at)
+    # rolls back with the caller's block. In autocommit PostgreSQL's one statement is a transaction
+    # of its own; SQLite's two need one.
+    own = transaction.get_autocommit(using=connection.alias) and sql.statements(connection).move_head is not None
+    with transaction.atomic(using=connection.alias) if own else nullcontext():
+        if not sql.append_event(connection, event, chain_key=key, content_json=content_json):
+            # The chain's first row: no head yet. A concurrent first row may create it as well; the
+            # conflict is ignored (no error, so no savepoint), and the append runs again on it.
+            AuditChainHead.objects.bulk_create([AuditChainHead(chain=key, hash=chain.GENESIS_HASH)],
+                                               ignore_conflicts=True)
+            if not sql.append_event(connection, event, chain_key=key, content_json=content_json):
+                raise RuntimeError(f"audit chain head {key} could not be created")
     return event
-
-
-def _lock_head(key: str) -> AuditChainHead:
-    head = AuditChainHead.objects.select_for_update().filter(chain=key).first()
-    if head is not None:
-        return head
-    try:
-        with transaction.atomic():  # a savepoint: a concurrent first row may win the INSERT
-            AuditChainHead.objects.create(chain=key, hash=chain.GENESIS_HASH)
-    except IntegrityError:
-        pass
-    return AuditChainHead.objects.select_for_update().get(chain=key)
 
 
 _NULLABLE = {"qty", "report_uuid", "client_ip"}
