@@ -116,17 +116,20 @@ def scrub(value):
 _SAFE_KEYS = {"client_order_id", "broker_order_id", "broker_client_id"}
 
 
-def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | None = None,
-                       error=None, first_live_order: bool = False, broker_reply: dict | None = None,
-                       **fields) -> BrokerOrderEvent:
-    """Append one audit row to its user's hash chain. Call it inside the transaction that changes
-    the order's own state (it makes a transaction of its own otherwise).
+@dataclass
+class PreparedEvent:
+    """An audit row built and hashed in Python, not yet written: record_order_event writes it alone,
+    equity.events with the order's own state change (one statement on PostgreSQL)."""
 
-    The chain head is locked first (SELECT … FOR UPDATE; on SQLite the database's one write lock), so
-    two rows of one user are chained one after the other, never onto the same predecessor. Callers
-    take it last, after their own row locks, so the head never waits on a lock its holder needs.
-    The row is written by audit.sql: one statement on PostgreSQL, two on SQLite.
-    """
+    event: BrokerOrderEvent
+    chain_key: str
+    content_json: str
+
+
+def prepare_order_event(*, user_id, event_type: EventType, meta: RequestMeta | None = None,
+                        error=None, first_live_order: bool = False, broker_reply: dict | None = None,
+                        **fields) -> PreparedEvent:
+    """The audit row of record_order_event, with its canonical content, not written."""
     meta = meta or RequestMeta()
     if error is not None:
         fields.setdefault("error_code", error.code)
@@ -140,8 +143,27 @@ def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | No
         **{k: ("" if v is None and k not in _NULLABLE else v) for k, v in fields.items()})
     event.created_at = timezone.now()
     # The content's canonical JSON does not depend on prev_hash: hashed here, chained in the database.
-    content_json = chain.canonical_json(chain.canonical_content(event))
-    key = chain.chain_key(user_id)
+    return PreparedEvent(event, chain.chain_key(user_id), chain.canonical_json(chain.canonical_content(event)))
+
+
+def record_order_event(*, user_id, event_type: EventType, meta: RequestMeta | None = None,
+                       error=None, first_live_order: bool = False, broker_reply: dict | None = None,
+                       **fields) -> BrokerOrderEvent:
+    """Append one audit row to its user's hash chain. Call it inside the transaction that changes
+    the order's own state (it makes a transaction of its own otherwise).
+
+    The chain head is locked first (SELECT … FOR UPDATE; on SQLite the database's one write lock), so
+    two rows of one user are chained one after the other, never onto the same predecessor. Callers
+    take it last, after their own row locks, so the head never waits on a lock its holder needs.
+    The row is written by audit.sql: one statement on PostgreSQL, two on SQLite.
+    """
+    return write_prepared(prepare_order_event(
+        user_id=user_id, event_type=event_type, meta=meta, error=error, first_live_order=first_live_order,
+        broker_reply=broker_reply, **fields))
+
+
+def write_prepared(prepared: PreparedEvent) -> BrokerOrderEvent:
+    event, key, content_json = prepared.event, prepared.chain_key, prepared.content_json
     connection = connections[router.db_for_write(BrokerOrderEvent)]
     # Inside the caller's transaction the head's lock lasts until its commit, and a failed INSERT
     # rolls back with the caller's block. In autocommit PostgreSQL's one statement is a transaction

@@ -76,9 +76,8 @@ def _build(vendor: str, quote) -> Statements:
     events_table, head_table = quote(event.db_table), quote(head.db_table)
     columns = ", ".join([quote(f.column) for f in values] + [e("prev_hash"), e("hash")])
     postgres = vendor == "postgresql"
-    lock = " FOR UPDATE" if postgres else ""
-    locked_head = (f"h AS (SELECT {h('id')}, {h('hash')} FROM {head_table} "
-                   f"WHERE {h('chain')} = %s{lock})")
+    locked_head = _locked_head_sql(quote, "") if postgres else (
+        f"h AS (SELECT {h('id')}, {h('hash')} FROM {head_table} WHERE {h('chain')} = %s)")
     prev_hash = f"h.{h('hash')}"
     returning = [e("id"), e("prev_hash"), e("hash")]
 
@@ -87,7 +86,7 @@ def _build(vendor: str, quote) -> Statements:
                 f"SELECT {', '.join(['%s'] * len(values))}, {prev_hash}, {_sha256_hex(vendor, prev_hash + ' || %s')} "
                 f"FROM h RETURNING {', '.join(returned)}")
     if postgres:
-        append = (f"WITH {locked_head}, "
+        append = (f"WITH {_locked_head_sql(quote, '')}, "
                   f"e AS ({insert([*returning, e('created_at')])}), "
                   f"u AS (UPDATE {head_table} SET {h('last_event_id')} = e.{e('id')}, {h('hash')} = e.{e('hash')}, "
                   f"{h('length')} = {head_table}.{h('length')} + 1, {h('updated_at')} = e.{e('created_at')} "
@@ -97,6 +96,63 @@ def _build(vendor: str, quote) -> Statements:
     move_head = (f"UPDATE {head_table} SET {h('last_event_id')} = %s, {h('hash')} = %s, "
                  f"{h('length')} = {h('length')} + 1, {h('updated_at')} = %s WHERE {h('chain')} = %s")
     return Statements(append=f"WITH {locked_head} {insert(returning)}", move_head=move_head, values=values)
+
+
+def _locked_head_sql(quote, gate: str) -> str:
+    """The CTE `h`: the chain head, locked (PostgreSQL); with `gate`, only when that CTE returned rows
+    (a one-time filter, evaluated before the head is locked: the gate's own row locks come first)."""
+    head = AuditChainHead._meta
+    gated = f" AND EXISTS (SELECT 1 FROM {gate})" if gate else ""
+    return (f"h AS (SELECT {quote(head.get_field('id').column)}, {quote(head.get_field('hash').column)} "
+            f"FROM {quote(head.db_table)} WHERE {quote(head.get_field('chain').column)} = %s{gated} FOR UPDATE)")
+
+
+def head_exists_sql(connection) -> str:
+    """SQL true when the chain named by the one parameter has a head (for a `before` CTE's guard)."""
+    head, quote = AuditChainHead._meta, connection.ops.quote_name
+    return f"EXISTS (SELECT 1 FROM {quote(head.db_table)} WHERE {quote(head.get_field('chain').column)} = %s)"
+
+
+_AFTER: dict[tuple, str] = {}
+
+
+def append_event_after(connection, event: BrokerOrderEvent, *, chain_key: str, content_json: str, before: str,
+                       before_params: list, gate: str, extra_select: str = "", extra_from: str = "") -> tuple | None:
+    """PostgreSQL only: the caller's data-modifying CTEs (`before`: "name AS (…), …") and the audit
+    row in one statement, so the caller's write and its audit row commit together even in
+    autocommit. The row is appended only when the CTE `gate` returned rows; `before` must write
+    nothing unless the chain's head exists (guard it with head_exists_sql), so that a statement
+    that appends nothing wrote nothing but what the caller can redo.
+
+    Returns the values of `extra_select` (a tuple, empty without it), event's id and hashes set; None
+    when nothing was appended (the gate was empty).
+    """
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured("append_event_after is PostgreSQL's: SQLite has no DML in a CTE")
+    key = (before, gate, extra_select, extra_from)
+    text = _AFTER.get(key)
+    if text is None:
+        one = statements(connection).append  # WITH h AS (…), e AS (…), u AS (…) SELECT … FROM e
+        head_cte = _locked_head_sql(connection.ops.quote_name, "")
+        assert one.startswith(f"WITH {head_cte}, ")
+        rest, _, select = one[len(f"WITH {head_cte}, "):].rpartition(" SELECT ")
+        columns, _, source = select.partition(" FROM ")
+        text = (f"WITH {before}, {_locked_head_sql(connection.ops.quote_name, gate)}, {rest} "
+                f"SELECT {columns}{', ' + extra_select if extra_select else ''} "
+                f"FROM {source}{', ' + extra_from if extra_from else ''}")
+        _AFTER[key] = text
+    sql = statements(connection)
+    params = [*before_params, chain_key]
+    params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in sql.values]
+    params.append(content_json)
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event.id, event.prev_hash, event.hash = row[:3]
+    event._state.adding, event._state.db = False, connection.alias
+    return tuple(row[3:])
 
 
 def append_event(connection, event: BrokerOrderEvent, *, chain_key: str, content_json: str) -> bool:

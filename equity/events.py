@@ -20,6 +20,8 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from brokers.types import FINAL_STATUSES
+from audit import sql as audit_sql
+from audit.services import PreparedEvent, write_prepared
 from equity import order_sql
 from equity.models import (Attempt, DeliveryStatus, EventStream, Order, OrderEvent, WebhookDelivery,
                            WebhookSubscription)
@@ -91,6 +93,80 @@ def save_order_state(order: Order, *, fields: Iterable[str] | None = None, place
     order.written = False
     order.refresh_from_db()  # the row is ahead of the caller's observation: keep the row's
     return None
+
+
+def save_order_state_audited(order: Order, audit: PreparedEvent, *, fields: Iterable[str],
+                             placed: bool = False) -> OrderEvent | None:
+    """save_order_state and the audit row of the change, atomically; the event (or None, as there).
+
+    PostgreSQL, when the stored state changes (the common case: an outcome just received): one
+    statement — the stream lock, the guarded UPDATE of the order, its OrderEvent and webhook
+    deliveries, and the audit row chained onto the locked head — each lock taken in the order every
+    writer takes them (stream, order, head), so it is atomic even in autocommit. Otherwise (nothing
+    changed, the caller's view is old, the user's first write or first audit row, SQLite) the same
+    writes one by one in one transaction.
+    """
+    names = list(dict.fromkeys(fields))
+    if placed:
+        order.attempt = Attempt.DONE
+        if "attempt" not in names:
+            names.append("attempt")
+    connection = connections[router.db_for_write(Order, instance=order)]
+    if connection.vendor == "postgresql":
+        event = _state_and_audit_in_one_statement(connection, order, names, placed, audit)
+        if event is not None:
+            order.written = True
+            return event
+    with transaction.atomic(using=connection.alias):
+        event = save_order_state(order, fields=names, placed=placed)
+        write_prepared(audit)
+    return event
+
+
+def _state_and_audit_in_one_statement(connection, order: Order, names: list[str], placed: bool,
+                                      audit: PreparedEvent) -> OrderEvent | None:
+    """The one statement of save_order_state_audited (PostgreSQL); None when it wrote nothing of the
+    order's (the stream bump aside, which only counts)."""
+    qn = connection.ops.quote_name
+    guard, guard_params = _guard_sql(order, str(order.status), order.filled_qty, placed)
+    update, fields = order_sql.update_sql(Order, connection.alias, names, guard)
+    event = OrderEvent(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
+                       data=order_data(order), created_at=timezone.now())
+    ev_fields = [f for f in OrderEvent._meta.concrete_fields if not f.primary_key]
+    subs, delivery = WebhookSubscription._meta, WebhookDelivery._meta
+
+    def sc(name):
+        return f"sub.{qn(subs.get_field(name).column)}"
+
+    before = (
+        f"s AS (UPDATE {order_sql.table(EventStream)} SET {order_sql.column(EventStream, 'writes')} = "
+        f"{order_sql.column(EventStream, 'writes')} + 1 WHERE {order_sql.column(EventStream, 'user')} = %s RETURNING 1), "
+        f"o AS ({update} AND EXISTS (SELECT 1 FROM s) AND {audit_sql.head_exists_sql(connection)} "
+        f"RETURNING {qn(Order._meta.pk.column)}), "
+        f"ev AS (INSERT INTO {qn(OrderEvent._meta.db_table)} ({', '.join(qn(f.column) for f in ev_fields)}) "
+        f"SELECT {', '.join(['%s'] * len(ev_fields))} FROM o RETURNING {qn(OrderEvent._meta.pk.column)} AS id), "
+        # The deliveries of the user's matching subscriptions (WebhookSubscription.matches), with the event.
+        f"d AS (INSERT INTO {qn(delivery.db_table)} ({qn(delivery.get_field('subscription').column)}, "
+        f"{qn(delivery.get_field('event').column)}, {qn(delivery.get_field('status').column)}, "
+        f"{qn(delivery.get_field('attempts').column)}, {qn(delivery.get_field('next_attempt_at').column)}, "
+        f"{qn(delivery.get_field('created_at').column)}) "
+        f"SELECT {sc('id')}, ev.id, %s, 0, %s, %s FROM ev, {qn(subs.db_table)} sub "
+        f"WHERE {sc('user')} = %s AND {sc('active')} AND ({sc('events')} @> '[\"*\"]'::jsonb "
+        f"OR {sc('events')} @> jsonb_build_array(%s::text)) RETURNING {qn(delivery.pk.column)} AS id)")
+    values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in fields]
+    params = [order.user_id, *values, order.pk, *guard_params, audit.chain_key,
+              *[f.get_db_prep_save(f.pre_save(event, True), connection) for f in ev_fields],
+              str(DeliveryStatus.PENDING), event.created_at, event.created_at, order.user_id, event.type]
+    row = audit_sql.append_event_after(
+        connection, audit.event, chain_key=audit.chain_key, content_json=audit.content_json, before=before,
+        before_params=params, gate="ev", extra_select="ev.id, (SELECT array_agg(id) FROM d)", extra_from="ev")
+    if row is None:
+        return None
+    event.pk, deliveries = row
+    event._state.adding, event._state.db = False, connection.alias
+    if deliveries:
+        transaction.on_commit(lambda: _enqueue_deliveries(list(deliveries)), using=connection.alias)
+    return event
 
 
 def _guard_sql(order: Order, status: str, filled, placed: bool) -> tuple[str, list]:

@@ -71,6 +71,11 @@ def _update_sql(model: type[Model], alias: str, names: tuple[str, ...], where: s
     return sql, fields
 
 
+def update_sql(model: type[Model], alias: str, names, where: str = "") -> tuple[str, tuple]:
+    """update_row's statement and the fields of its SET values (then the pk, then where's params)."""
+    return _update_sql(model, alias, tuple(names), where)
+
+
 def update_row(instance: Model, names, *, where: str = "", params=()) -> int:
     """UPDATE the named fields of the instance's row, `AND (where)` when given; the rows written (0/1).
 
@@ -99,3 +104,31 @@ def db_value(model: type[Model], name: str, value, *, instance: Model | None = N
     """A value as the ORM binds it for this field (a where clause's parameter)."""
     connection = connections[router.db_for_write(model, instance=instance)]
     return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def update_row_audited(instance: Model, names, audit) -> None:
+    """update_row and the audit row of the write (an audit.services.PreparedEvent), atomically.
+
+    PostgreSQL: one statement (the UPDATE as a CTE, then the audit row chained onto the locked head),
+    atomic even in autocommit; it writes nothing unless the chain's head exists, and the user's very
+    first audit row (no head yet) takes the path of other databases: both in one transaction.
+    """
+    from audit import sql as audit_sql
+    from audit.services import write_prepared
+    from django.db import transaction
+
+    model = type(instance)
+    alias = router.db_for_write(model, instance=instance)
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        qn = connection.ops.quote_name
+        sql, fields = _update_sql(model, alias, tuple(names), "")
+        values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
+        before = f"w AS ({sql} AND {audit_sql.head_exists_sql(connection)} RETURNING {qn(model._meta.pk.column)})"
+        if audit_sql.append_event_after(connection, audit.event, chain_key=audit.chain_key,
+                                        content_json=audit.content_json, before=before,
+                                        before_params=[*values, instance.pk, audit.chain_key], gate="w") is not None:
+            return
+    with transaction.atomic(using=alias):
+        update_row(instance, names)
+        write_prepared(audit)

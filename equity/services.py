@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import EventType
-from audit.services import RequestMeta, record_order_event
+from audit.services import RequestMeta, prepare_order_event, record_order_event
 from brokers.base import BrokerAdapter
 from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
@@ -38,7 +38,7 @@ from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUna
                                DomainError, IdempotencyConflict, IdempotencyInProgress)
 from equity import order_sql
 from equity.alerts import send_first_live_alert
-from equity.events import lock_event_stream, record_new_order, save_order_state
+from equity.events import lock_event_stream, record_new_order, save_order_state, save_order_state_audited
 from equity.gates import check_flags, check_rate
 from equity.models import Attempt, LegRole, Order
 from risk.manager import RiskManager
@@ -285,9 +285,10 @@ def place_order(*, user, fields: dict, meta: RequestMeta) -> Placed:
         _fail(order, err, meta)
         raise
 
-    with transaction.atomic():
-        order_sql.update_row(order, ["connection", "exchange", "currency", "broker_client_id"])
-        record_order_event(user_id=user.pk, event_type=EventType.SUBMITTED, meta=meta, **_audit_fields(order))
+    # The route and the `submitted` row commit together, before the broker is called.
+    order_sql.update_row_audited(order, ["connection", "exchange", "currency", "broker_client_id"],
+                                 prepare_order_event(user_id=user.pk, event_type=EventType.SUBMITTED, meta=meta,
+                                                     **_audit_fields(order)))
     return _send(order, checked.adapter, checked.request, meta)  # gate 5, outside any transaction
 
 
@@ -344,9 +345,14 @@ def _placed(order: Order, result: BrokerOrder, meta: RequestMeta) -> Placed:
     # Every other column was written by the claim or the submitted step and has not changed since.
     changed = apply_broker_state(order, result)
     first_live = False
-    with transaction.atomic():
-        save_order_state(order, fields=changed, placed=True)
-        first_live = _record_placement(order, meta, event_type=EventType.PLACED, broker_reply=_reply(result))
+    if not order.live:  # a paper order is never a first live order: its state and audit row in one write
+        save_order_state_audited(order, prepare_order_event(
+            user_id=order.user_id, event_type=EventType.PLACED, meta=meta, broker_reply=_reply(result),
+            **_audit_fields(order)), fields=changed, placed=True)
+    else:
+        with transaction.atomic():
+            save_order_state(order, fields=changed, placed=True)
+            first_live = _record_placement(order, meta, event_type=EventType.PLACED, broker_reply=_reply(result))
     if first_live:
         transaction.on_commit(lambda: send_first_live_alert(order))
     if result.legs:  # Alpaca shows a bracket's legs at once; the simulator when the entry filled at once

@@ -94,3 +94,87 @@ def test_update_row_with_a_where_that_does_not_hold_writes_nothing():
     assert order_sql.update_row(order, ["status"], where=where,
                                 params=[order_sql.db_value(Order, "filled_qty", Decimal("0.005"))]) == 1
     assert Order.objects.get(pk=order.pk).status == "filled"
+
+
+# --- a paper placement's writes, each with its audit row in one statement (PostgreSQL) ---------------
+
+from audit.chain import verify_chain  # noqa: E402
+from audit.models import BrokerOrderEvent  # noqa: E402
+from audit.services import prepare_order_event, record_order_event  # noqa: E402
+from equity.events import save_order_state_audited  # noqa: E402
+from equity.models import EventStream, WebhookDelivery, WebhookSubscription  # noqa: E402
+from tests.equity.helpers import crypto_limit, place  # noqa: E402
+
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement needs PostgreSQL's DML CTEs")
+
+
+def _statements(client, body) -> list[str]:
+    with CaptureQueriesContext(connection) as ctx:
+        resp = place(client, body)
+    assert resp.status_code == 201, resp.content
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+@postgres_only
+def test_after_the_first_placement_route_and_submitted_row_are_one_statement_and_so_is_the_outcome(api_client,
+                                                                                                      sim_crypto):
+    place(api_client, crypto_limit(client_order_id="first"))  # creates the chain head and the event stream
+    sql = _statements(api_client, crypto_limit(client_order_id="second"))
+    route = [s for s in sql if s.startswith("WITH w AS (UPDATE")]
+    outcome = [s for s in sql if s.startswith("WITH s AS (UPDATE")]
+    assert len(route) == 1 and len(outcome) == 1
+    order = Order.objects.get(client_order_id="second")
+    types = list(BrokerOrderEvent.objects.filter(client_order_id="second").order_by("id")
+                 .values_list("event_type", flat=True))
+    assert types == ["submitted", "placed"]
+    assert list(OrderEvent.objects.filter(order=order).values_list("type", flat=True)) == ["order.accepted"]
+    assert order.attempt == "done" and order.status == "accepted" and order.connection_id == sim_crypto.pk
+    assert verify_chain(order.user_id).ok
+
+
+@postgres_only
+def test_the_one_statement_outcome_writes_deliveries_for_matching_subscriptions_only(api_client, sim_crypto, user):
+    place(api_client, crypto_limit(client_order_id="warm"))
+    now = timezone.now()
+    every = WebhookSubscription.objects.create(user=user, url="https://a.example/h", events=["*"], created_at=now)
+    accepted = WebhookSubscription.objects.create(user=user, url="https://b.example/h", events=["order.accepted"],
+                                                  created_at=now)
+    WebhookSubscription.objects.create(user=user, url="https://c.example/h", events=["order.filled"], created_at=now)
+    WebhookSubscription.objects.create(user=user, url="https://d.example/h", events=["*"], active=False,
+                                       created_at=now)
+    sql = _statements(api_client, crypto_limit(client_order_id="hooked"))
+    assert any(s.startswith("WITH s AS (UPDATE") for s in sql)
+    event = OrderEvent.objects.get(order__client_order_id="hooked")
+    deliveries = WebhookDelivery.objects.filter(event=event)
+    assert sorted(deliveries.values_list("subscription_id", flat=True)) == sorted([every.pk, accepted.pk])
+    assert set(deliveries.values_list("status", flat=True)) == {"pending"}
+
+
+@pytest.mark.parametrize("stored", ["canceled", "filled"])
+def test_an_outcome_older_than_the_row_writes_no_state_and_no_event_but_its_audit_row(stored):
+    order = OrderFactory(status=stored, attempt="in_flight")
+    OrderEvent.objects.filter(order=order).delete()
+    # The stream and the chain head exist, so on PostgreSQL the one statement runs, and its guard refuses.
+    EventStream.objects.create(user_id=order.user_id, writes=0)
+    record_order_event(user_id=order.user_id, event_type="submitted", client_order_id=order.client_order_id)
+    stale = Order.objects.get(pk=order.pk)
+    stale.status = "accepted"
+    audit = prepare_order_event(user_id=order.user_id, event_type="placed", client_order_id=order.client_order_id,
+                                status="accepted")
+    assert save_order_state_audited(stale, audit, fields=["status"], placed=True) is None
+    assert Order.objects.get(pk=order.pk).status == stored
+    assert not OrderEvent.objects.filter(order=order).exists()
+    assert BrokerOrderEvent.objects.filter(client_order_id=order.client_order_id, event_type="placed").count() == 1
+    assert verify_chain(order.user_id).ok
+
+
+def test_a_users_first_outcome_creates_the_stream_and_the_chain_head_and_writes_both():
+    order = OrderFactory(status="pending", attempt="in_flight")
+    order.status = "accepted"
+    audit = prepare_order_event(user_id=order.user_id, event_type="placed", client_order_id=order.client_order_id)
+    event = save_order_state_audited(order, audit, fields=["status"], placed=True)
+    assert event is not None and OrderEvent.objects.get(pk=event.pk).type == "order.accepted"
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.attempt) == ("accepted", "done")
+    assert BrokerOrderEvent.objects.filter(client_order_id=order.client_order_id).count() == 1
+    assert verify_chain(order.user_id).ok
