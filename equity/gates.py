@@ -7,12 +7,13 @@ the user's RiskProfile and the kill switches covering the placement.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection as db_connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from waffle import flag_is_active
@@ -186,7 +187,8 @@ class _Statement:
         self.widths = (len(self.connection.fields), len(self.profile.fields), len(self.switch.fields))
 
 
-_statements: dict[str, _Statement] = {}
+# Per connection object (one per thread and alias): its backend's converters are bound to it.
+_statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def read_for_placement(*, user_id: int, asset_class: str, live: bool, now: datetime) -> PlacementRows:
@@ -199,10 +201,10 @@ def read_for_placement(*, user_id: int, asset_class: str, live: bool, now: datet
     connection, which is gate 3's refusal whatever switch is set. Read at every placement, never
     cached: a deleted connection or a new switch applies to the next order.
     """
-    conn = db_connection
-    statement = _statements.get(conn.alias)
+    conn = connections[DEFAULT_DB_ALIAS]  # this thread's connection (django.db.connection is a proxy to it)
+    statement = _statements.get(conn)
     if statement is None:
-        statement = _statements[conn.alias] = _Statement(conn)
+        statement = _statements[conn] = _Statement(conn)
     environment = Environment.LIVE if live else Environment.PAPER
     switch, account = KillSwitch._meta, BrokerAccount._meta
     params = [

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from audit.services import RequestMeta
@@ -34,7 +34,7 @@ D = Decimal
 
 def _statement():
     read_for_placement(user_id=0, asset_class="crypto", live=False, now=NOW)  # builds it for this connection
-    return gates._statements[connection.alias]
+    return gates._statements[connections[DEFAULT_DB_ALIAS]]
 
 
 # --- the statement's columns are the models' --------------------------------------------------------
