@@ -53,9 +53,19 @@ class BotRegistry:
         connection = BrokerAccount.objects.filter(user_id=user_id, asset_class=asset_class,
                                                   environment=environment).first()
         if connection is None:
-            raise BrokerNotConfigured(f"No {environment} broker connection for {asset_class}; "
-                                      f"add one with POST {_connections_path()}.")
+            raise BotRegistry.not_configured(asset_class, live=live)
         return connection
+
+    @staticmethod
+    def not_configured(asset_class: str, *, live: bool = False) -> BrokerNotConfigured:
+        """The refusal when the user has no connection for this asset class and environment (gate 3).
+
+        Also raised by a caller that read the connection row itself (a placement reads it joined to
+        the rows gate 4 judges: equity.gates.read_for_placement), so the answer is the same.
+        """
+        environment = Environment.LIVE if live else Environment.PAPER
+        return BrokerNotConfigured(f"No {environment} broker connection for {asset_class}; "
+                                   f"add one with POST {_connections_path()}.")
 
     @classmethod
     def get_broker_for_user(cls, user_id: int, asset_class: str, *, live: bool = False) -> BrokerAdapter:

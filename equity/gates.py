@@ -1,21 +1,30 @@
-"""Gates 1 and 2 of POST /orders: feature flags and rate limits. Each raises or returns None."""
+"""Gates 1 and 2 of POST /orders: feature flags and rate limits. Each raises or returns None.
+
+And the rows gates 3 and 4 judge, read in one statement (`read_for_placement`): the connection,
+the user's RiskProfile and the kill switches covering the placement.
+"""
 
 from __future__ import annotations
 
 import logging
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import caches
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from waffle import flag_is_active
 from waffle.models import Flag
 
 from brokers.conf import conf
-from brokers.models import TraderProfile
+from brokers.models import BrokerAccount, TraderProfile
+from brokers.types import Environment
 from brokers.errors import (FeatureDisabled, LiveDailyLimitExceeded, LiveNotEnabled, RateLimitExceeded,
                                ServiceUnavailable)
+from risk.models import KillSwitch, RiskProfile
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +121,112 @@ def _count_live_today(user, *, count: bool = True) -> dict:
     return {"live_daily_limit": conf.RATE_LIMIT_LIVE_DAILY,
             "live_daily_remaining": max(0, conf.RATE_LIMIT_LIVE_DAILY - used),
             "live_daily_reset_in_seconds": retry}
+
+
+# --- gates 3 and 4: their rows in one statement ------------------------------------------------
+
+@dataclass(frozen=True)
+class PlacementRows:
+    """What gates 3 and 4 judge, read together: the user's connection for the asset class and
+    environment (None: there is none, gate 3 refuses), their RiskProfile (None: none, the defaults
+    apply) and the kill switches covering the placement at `now`, in id order."""
+
+    connection: BrokerAccount | None
+    profile: RiskProfile | None
+    kill_switches: tuple[KillSwitch, ...]
+
+
+class _Part:
+    """One model's concrete columns in the statement, with the converters the ORM applies to them."""
+
+    def __init__(self, model, alias: str, conn):
+        self.model = model
+        self.alias = alias
+        self.fields = tuple(model._meta.concrete_fields)
+        self.attnames = [f.attname for f in self.fields]
+        self.pk_index = self.fields.index(model._meta.pk)  # NULL there: the LEFT JOIN found no row
+        quote = conn.ops.quote_name
+        self.select = ", ".join(f"{alias}.{quote(f.column)}" for f in self.fields)
+        # Exactly what SQLCompiler.get_converters collects for a plain column: the backend's, then the field's.
+        self.converters = []
+        for i, f in enumerate(self.fields):
+            col = f.get_col(model._meta.db_table)
+            found = conn.ops.get_db_converters(col) + col.get_db_converters(conn)
+            if found:
+                self.converters.append((i, found, col))
+
+    def instance(self, values, conn):
+        values = list(values)
+        for i, converters, col in self.converters:
+            for converter in converters:
+                values[i] = converter(values[i], col, conn)
+        return self.model.from_db(conn.alias, self.attnames, values)
+
+
+class _Statement:
+    """The statement of read_for_placement for one database connection; names from the models' _meta."""
+
+    def __init__(self, conn):
+        q = conn.ops.quote_name
+        self.connection = _Part(BrokerAccount, "c", conn)
+        self.profile = _Part(RiskProfile, "p", conn)
+        self.switch = _Part(KillSwitch, "k", conn)
+        account, profile, switch = BrokerAccount._meta, RiskProfile._meta, KillSwitch._meta
+        c_user, c_asset, c_env = (q(account.get_field(n).column) for n in ("user", "asset_class", "environment"))
+        k_user, k_asset, k_until = (q(switch.get_field(n).column) for n in ("user", "asset_class", "until"))
+        # The kill switches' join condition is KillSwitch.objects.covering(...): in force at `now`
+        # (no `until`, or `until` after now), the user's or global, for all asset classes or this one.
+        self.sql = (
+            f"SELECT {self.connection.select}, {self.profile.select}, {self.switch.select} "
+            f"FROM {q(account.db_table)} c "
+            f"LEFT JOIN {q(profile.db_table)} p ON p.{q(profile.get_field('user').column)} = c.{c_user} "
+            f"LEFT JOIN {q(switch.db_table)} k ON (k.{k_user} = c.{c_user} OR k.{k_user} IS NULL) "
+            f"AND (k.{k_asset} = %s OR k.{k_asset} = %s) AND (k.{k_until} IS NULL OR k.{k_until} > %s) "
+            f"WHERE c.{c_user} = %s AND c.{c_asset} = %s AND c.{c_env} = %s "
+            f"ORDER BY k.{q(switch.pk.column)}")
+        self.widths = (len(self.connection.fields), len(self.profile.fields), len(self.switch.fields))
+
+
+# Per connection object (one per thread and alias): its backend's converters are bound to it.
+_statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def read_for_placement(*, user_id: int, asset_class: str, live: bool, now: datetime) -> PlacementRows:
+    """Gates 3 and 4's rows in one statement (a placement's hot path: raw SQL, names and values
+    through the models' fields, so they are stored and read exactly as the ORM does).
+
+    The connection row (BotRegistry.connection_for_user's), LEFT JOINed to the user's RiskProfile
+    (RiskManager.for_user's) and to the switches covering the placement at `now`
+    (KillSwitch.objects.covering's): one row per covering switch, none when there is no
+    connection, which is gate 3's refusal whatever switch is set. Read at every placement, never
+    cached: a deleted connection or a new switch applies to the next order.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]  # this thread's connection (django.db.connection is a proxy to it)
+    statement = _statements.get(conn)
+    if statement is None:
+        statement = _statements[conn] = _Statement(conn)
+    environment = Environment.LIVE if live else Environment.PAPER
+    switch, account = KillSwitch._meta, BrokerAccount._meta
+    params = [
+        switch.get_field("asset_class").get_db_prep_value("", conn),  # "" = every asset class
+        switch.get_field("asset_class").get_db_prep_value(str(asset_class), conn),
+        switch.get_field("until").get_db_prep_value(now, conn),
+        account.get_field("user").get_db_prep_value(user_id, conn),
+        account.get_field("asset_class").get_db_prep_value(str(asset_class), conn),
+        account.get_field("environment").get_db_prep_value(str(environment), conn),
+    ]
+    with conn.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return PlacementRows(None, None, ())
+    n_conn, n_prof, _ = statement.widths
+    first = rows[0]
+    connection = statement.connection.instance(first[:n_conn], conn)
+    profile_values = first[n_conn:n_conn + n_prof]
+    profile = None if profile_values[statement.profile.pk_index] is None else \
+        statement.profile.instance(profile_values, conn)
+    switch_pk = n_conn + n_prof + statement.switch.pk_index
+    switches = tuple(statement.switch.instance(row[n_conn + n_prof:], conn) for row in rows
+                     if row[switch_pk] is not None)
+    return PlacementRows(connection, profile, switches)

@@ -39,7 +39,7 @@ from brokers.errors import (BrokerNotConfigured, BrokerOutcomeUnknown, BrokerUna
 from equity import order_sql
 from equity.alerts import send_first_live_alert
 from equity.events import lock_event_stream, record_new_order, save_order_state, save_order_state_audited
-from equity.gates import check_flags, check_rate
+from equity.gates import check_flags, check_rate, read_for_placement
 from equity.models import Attempt, LegRole, Order
 from risk.manager import RiskManager
 from risk.models import KillSwitch
@@ -231,8 +231,14 @@ def evaluate_placement(*, user, order: Order, live: bool, meta: RequestMeta, wha
         checks.append(Check("rate_limit", False, err))
         if not what_if:
             return Evaluation(checks)
+    # Gates 3 and 4 judge rows read in one statement (the connection, the RiskProfile, the covering
+    # kill switches), all at this `now`, which the rules then use too.
+    now = timezone.now()
     try:  # gate 3
-        connection = BotRegistry.connection_for_user(user.pk, order.asset_class, live=live)
+        rows = read_for_placement(user_id=user.pk, asset_class=order.asset_class, live=live, now=now)
+        connection = rows.connection
+        if connection is None:  # whatever kill switch is set: there is nothing to route to
+            raise BotRegistry.not_configured(order.asset_class, live=live)
         order.connection, order.exchange = connection, connection.exchange
         if connection.status == BrokerAccount.Status.INVALID:
             raise BrokerNotConfigured("The broker refused this connection's credentials earlier; "
@@ -246,8 +252,9 @@ def evaluate_placement(*, user, order: Order, live: bool, meta: RequestMeta, wha
         adapter = build_adapter(connection)
         order.currency = adapter.currency
         request = to_broker_request(order)
-        results = RiskManager.for_user(user).evaluate(order=request, adapter=adapter, exchange=connection.exchange,
-                                                      connection_id=connection.pk, stop_at_first_denial=not what_if)
+        results = RiskManager.for_profile(rows.profile, user_id=user.pk).evaluate(
+            order=request, adapter=adapter, exchange=connection.exchange, connection_id=connection.pk, now=now,
+            stop_at_first_denial=not what_if, kill_switches=rows.kill_switches)
     except DomainError as err:  # not a denial: the broker or the calendar could not answer
         if isinstance(err, CredentialsRefused):
             _mark_invalid(connection)

@@ -7,13 +7,14 @@ serves both, so a what-if shows exactly what a placement would get.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from brokers.types import OrderRequest
-from risk.models import RiskProfile
+from risk.models import KillSwitch, RiskProfile
 from risk.rules import (DailyLossRule, FundsRule, KillSwitchRule, MarketHoursRule, RiskContext, RiskLimits, RuleResult,
                         TradeRiskRule)
 
@@ -38,26 +39,37 @@ class RiskManager:
     @classmethod
     def for_user(cls, user) -> RiskManager:
         """Limits from the user's RiskProfile; a blank field (or no profile) takes the settings default."""
+        return cls.for_profile(RiskProfile.objects.filter(user_id=user.pk).first(), user_id=user.pk)
+
+    @classmethod
+    def for_profile(cls, profile: RiskProfile | None, *, user_id) -> RiskManager:
+        """Limits from a RiskProfile already read (a placement reads it with its connection, in one
+        statement: equity.gates.read_for_placement); a blank field (or None) takes the settings default."""
         defaults = RiskLimits.defaults()
-        profile = RiskProfile.objects.filter(user_id=user.pk).first()
         if profile is None:
-            return cls(defaults, user_id=user.pk)
-        return cls(user_id=user.pk, limits=RiskLimits(
+            return cls(defaults, user_id=user_id)
+        return cls(user_id=user_id, limits=RiskLimits(
             max_trade_risk_pct=_or(profile.max_trade_risk_pct, defaults.max_trade_risk_pct),
             unprotected_loss_pct=_or(profile.unprotected_loss_pct, defaults.unprotected_loss_pct),
             daily_loss_limit_pct=_or(profile.daily_loss_limit_pct, defaults.daily_loss_limit_pct),
         ))
 
     def evaluate(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
-                 now: datetime | None = None, stop_at_first_denial: bool = True) -> list[RuleResult]:
+                 now: datetime | None = None, stop_at_first_denial: bool = True,
+                 kill_switches: Sequence[KillSwitch] | None = None) -> list[RuleResult]:
         """Each rule's result, in order; stops after the first denial unless told not to.
+
+        `kill_switches`: the switches covering this placement at `now`, when the caller has read
+        them already (exactly `KillSwitch.objects.covering(...)`'s rows); None: the kill_switch rule
+        reads them itself.
 
         Snapshots (account, positions, latest price) are fetched from the adapter lazily and at
         most once. Errors that are not denials (BrokerUnavailable and the like from the adapter,
         CalendarUnavailable from the calendar) propagate unchanged.
         """
         ctx = RiskContext(order=order, adapter=adapter, exchange=exchange, connection_id=connection_id,
-                          now=now or timezone.now(), limits=self.limits, user_id=self.user_id)
+                          now=now or timezone.now(), limits=self.limits, user_id=self.user_id,
+                          kill_switches=kill_switches)
         results: list[RuleResult] = []
         for rule in self.rules:
             result = rule.evaluate(ctx)

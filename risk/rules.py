@@ -16,6 +16,7 @@ fractions (0.02); times are ISO-8601 UTC strings with a Z.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -75,10 +76,13 @@ class RiskContext:
     """One order under evaluation, with its snapshots fetched lazily and at most once."""
 
     def __init__(self, *, order: OrderRequest, adapter: BrokerAdapter, exchange: str, connection_id: int,
-                 now: datetime, limits: RiskLimits, user_id=None):
+                 now: datetime, limits: RiskLimits, user_id=None, kill_switches: Sequence[KillSwitch] | None = None):
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.user_id = user_id  # whose placement: the kill_switch rule's scope (None: global switches only)
+        # The switches covering the placement at `now`, read by the caller with its other rows (a
+        # placement: one statement for the connection, the profile and these); None: the rule reads them.
+        self.kill_switches = None if kill_switches is None else list(kill_switches)
         self.order = order
         self.adapter = adapter
         self.exchange = str(exchange)
@@ -161,8 +165,12 @@ class KillSwitchRule:
     name = "kill_switch"
 
     def evaluate(self, ctx: RiskContext) -> RuleResult:
-        switches = list(KillSwitch.objects.covering(user_id=ctx.user_id, asset_class=str(ctx.order.asset_class),
-                                                    now=ctx.now).select_related("user"))
+        switches = ctx.kill_switches
+        if switches is None:  # not read with the placement's other rows: read them here
+            # In id order, as equity.gates.read_for_placement reads them, so that of two equally strict
+            # switches both pick the same one.
+            switches = list(KillSwitch.objects.covering(user_id=ctx.user_id, asset_class=str(ctx.order.asset_class),
+                                                        now=ctx.now).select_related("user").order_by("pk"))
         if not switches:
             return RuleResult(self.name, True, None, {"mode": None, "scope": None, "reason": None, "until": None,
                                                       "set_by": None})

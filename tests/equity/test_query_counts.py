@@ -37,7 +37,8 @@ def _route(client, name):
 # placed) the chain head's lock and update (audit.services.record_order_event); + the placement's
 # event (equity.events: the user's event-stream lock, the event row, the user's subscriptions), in
 # the transaction of the outcome; the delivery is not in it. Issue 17: an audit row is one statement
-# on PostgreSQL and two on SQLite (audit.sql), not the head's lock, the INSERT and the head's update.
+# on PostgreSQL and two on SQLite (audit.sql), not the head's lock, the INSERT and the head's update;
+# gates 3 and 4 read the connection, the RiskProfile and the covering kill switches in one statement.
 @pytest.mark.parametrize("name,ceiling", [("place", 28), ("get", 12), ("list", 12), ("positions", 10),
                                           ("account", 10), ("cancel", 19)])
 def test_route_queries_are_bounded_and_do_not_grow_with_history(api_client, sim_crypto, settings, name, ceiling,
