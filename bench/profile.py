@@ -161,14 +161,14 @@ POST_STEPS = [
     ("  idempotency claim (INSERT)", "equity.services", "_claim_key"),
     ("  gate 1 flags (waffle, Redis)", "equity.services", "check_flags"),
     ("  gate 2 rate limit (Redis)", "equity.services", "check_rate"),
-    ("  gate 3 connection (registry)", "brokers.registry", "BotRegistry.connection_for_user"),
-    ("  gate 4 RiskProfile query", "risk.manager", "RiskManager.for_user"),
+    ("  gates 3+4 one read (connection, profile, switches)", "equity.services", "read_for_placement"),
     ("  gate 4 rules (all below)", "risk.manager", "RiskManager.evaluate"),
     ("    adapter.account()", "brokers.adapters.sim", "SimAdapter.account"),
     ("    adapter.positions()", "brokers.adapters.sim", "SimAdapter.positions"),
-    ("  audit rows (record_order_event)", "equity.services", "record_order_event"),
+    ("  route + submitted audit row", "equity.order_sql", "update_row_audited"),
     ("  gate 5 adapter.place_order()", "brokers.adapters.sim", "SimAdapter.place_order"),
-    ("  outcome saved (_placed)", "equity.services", "_placed"),
+    ("  outcome saved (_placed: state, event, audit row)", "equity.services", "_placed"),
+    ("    the event's data (OrderResponse of the order)", "equity.events", "order_data"),
     ("render OrderResponse", "equity.serializers", "OrderResponse.to_representation"),
 ]
 

@@ -8,6 +8,17 @@ the rows it changes: two orders of one account at the same moment are serialized
 spend the same cash or sell the same shares (PostgreSQL; SQLite serializes writers anyway). Locks
 are always taken in the order quote, account, orders, position, so no two writers deadlock.
 
+A buy reserves its cash with one conditional UPDATE (`… SET reserved_cash = reserved_cash + needs
+WHERE id = … AND cash - reserved_cash >= needs RETURNING …`) instead of SELECT … FOR UPDATE and an
+UPDATE: the row lock is the UPDATE's own, and PostgreSQL re-evaluates the condition on the row's
+latest version after any wait, so two buys cannot both reserve the same cash. A buy that rests
+(a limit below the quote, a stop the quote has not reached; not ioc/fok) is, on PostgreSQL, one
+statement in autocommit: the quote's lock, the reservation and the INSERT of the order in one
+data-modifying CTE (_place_resting). When it writes nothing (no quote, marketable, funds short),
+the placement takes the full path, the book in a transaction, which alone matches and words every
+refusal. SQLite compares decimals as floats, so there the reservation is checked in Python under
+its writer lock (BEGIN IMMEDIATE), with the quote and the account read in one statement.
+
 Matching (decisions where SPEC.md is silent):
 
 - Orders fill whole, never partially, at one price.
@@ -45,8 +56,10 @@ import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
+from contextlib import nullcontext
+
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Subquery, Value
 from django.utils import timezone
 
 from brokers.models import MONEY, BrokerAccount, SimAccount, SimOrder, SimPosition, SimQuote
@@ -182,8 +195,13 @@ def holdings(*, account: SimAccount | None = None, account_id: int | None = None
 
 def equity_of(*, account: SimAccount, asset_class: str | None = None) -> Decimal:
     """cash + sum of qty x quote."""
-    total = account.cash
-    for holding in holdings(account=account, asset_class=asset_class):
+    return equity_from(account.cash, holdings(account=account, asset_class=asset_class))
+
+
+def equity_from(cash: Decimal, held: list[Holding]) -> Decimal:
+    """cash + sum of qty x quote, of holdings already read (each market value rounded as a MONEY column)."""
+    total = cash
+    for holding in held:
         total = _CTX.add(total, holding.market_value)
     return _money(total)
 
@@ -219,6 +237,38 @@ def account_with_next_expiry(**lookup) -> SimAccount | None:
     return SimAccount.objects.filter(**lookup).annotate(next_expiry=Subquery(first_expiry)).first()
 
 
+def account_snapshot(*, asset_class: str, **lookup) -> tuple[SimAccount, list[Holding]] | None:
+    """The SimAccount matching lookup (pk= or connection_id=) annotated with `next_expiry` (as
+    account_with_next_expiry), and its holdings (as holdings()), in one statement; None: no account.
+
+    One raw SELECT: the account LEFT JOIN its positions, the next open expiry and each position's
+    quote by subqueries (the open-expiry index makes the first one probe). Values are decoded by the
+    fields' own converters, so they are what the ORM reads.
+    """
+    (column, value), = lookup.items()
+    sql = _snapshot_sql("id" if column == "pk" else SimAccount._meta.get_field(column).column)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*OPEN, str(asset_class), value])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    decode = _decoders(_SNAPSHOT_EXPRESSIONS)
+    n_account, n_position = len(_ACCOUNT_FIELDS), len(_POSITION_FIELDS)
+    first = _decoded(decode, rows[0])
+    account = SimAccount.from_db(connection.alias, None, first[:n_account])
+    account.next_expiry = first[n_account]
+    held = []
+    for row in rows:
+        values = _decoded(decode, row) if row is not rows[0] else first
+        position_values = values[n_account + 1:n_account + 1 + n_position]
+        if position_values[0] is None:  # the LEFT JOIN's row of an account without positions
+            continue
+        quote = values[-1]
+        position = SimPosition.from_db(connection.alias, None, position_values)
+        held.append(Holding(position=position, price=quote if quote is not None else position.avg_entry_price))
+    return account, held
+
+
 # --- orders -----------------------------------------------------------------------------------
 
 def expire_due(*, account_id: int) -> int:
@@ -241,17 +291,14 @@ def place_order(*, account_id: int, request: OrderRequest, asset_class: str | No
     account_class = AssetClass(asset_class) if asset_class is not None else _asset_class_of_id(account_id)
     if request.asset_class != account_class:
         raise BrokerRejected(f"this simulator account trades {account_class}, not {request.asset_class}")
+    order = _new_order(account_id, request, account_class, timezone.now())
     try:
+        if _place_resting(order, account_class):
+            logger.info("sim order placed", extra={"broker_order_id": order.broker_order_id, "status": order.status})
+            return order
         with transaction.atomic():
-            # The quote row first, then the account (set_quote locks in the same order): a placement
-            # and a new quote of its symbol are serialized, so the new quote never misses the new
-            # order. Placements share the quote's lock among themselves (FOR SHARE): they only read
-            # it, and every account's placements of one symbol must not queue behind each other.
-            price = _price_locked_for_placement(request.asset_class, request.symbol)
-            book = _Book.lock(account_id, asset_class=account_class)
-            if price is None:
-                raise BrokerRejected(f"no simulator quote for {request.symbol}; set one with manage.py sim_quote")
-            return book.place(request, price)
+            price, book = _Book.for_placement(order, asset_class=account_class)
+            return book.place(order, price)
     except (IntegrityError, DomainError):
         # A repeated broker_client_id is rare, so it is not looked for before every placement (one
         # query each): unique_sim_client_id refuses the second INSERT, even from a placement
@@ -264,10 +311,74 @@ def place_order(*, account_id: int, request: OrderRequest, asset_class: str | No
         return existing
 
 
+def _new_order(account_id: int, request: OrderRequest, asset_class: AssetClass, now) -> SimOrder:
+    """The SimOrder a placement inserts (both paths), before its reservation."""
+    bracket = request.bracket
+    order = SimOrder(
+        account_id=account_id, broker_order_id=f"sim-{uuid.uuid4().hex}", broker_client_id=request.broker_client_id,
+        symbol=request.symbol, side=request.side, order_type=request.order_type,
+        time_in_force=request.time_in_force, qty=request.qty,
+        limit_price=request.limit_price if request.order_type == OrderType.LIMIT else None,
+        stop_price=request.stop_price if request.order_type == OrderType.STOP else None,
+        stop_limit_price=request.stop_limit_price if request.order_type == OrderType.STOP else None,
+        take_profit=bracket.take_profit if bracket else None, stop_loss=bracket.stop_loss if bracket else None,
+        stop_loss_limit=bracket.stop_loss_limit if bracket else None,
+        status=OrderStatus.ACCEPTED, submitted_at=now, updated_at=now)
+    if order.order_type != OrderType.MARKET and order.time_in_force == TimeInForce.DAY:
+        order.expires_at = session_close(asset_class, now)
+    return order
+
+
+def _place_resting(order: SimOrder, asset_class: AssetClass) -> bool:
+    """PostgreSQL: insert a buy that rests at the quote, with its reservation, in one statement; False
+    when it wrote nothing (another database, an order this path does not take, no quote, the quote
+    marketable or past the stop, funds short), and the full path is to decide.
+
+    The statement (_resting_sql) locks the quote FOR SHARE first (a one-time filter of the UPDATE,
+    so before the account), then reserves by a conditional UPDATE of the account, then inserts the
+    order: the module's lock order, in autocommit a transaction of its own, so a unique violation
+    (a repeated broker_client_id) rolls the reservation back with it. Inside a caller's transaction
+    a savepoint keeps that transaction usable for the lookup that follows the IntegrityError.
+    """
+    if (connection.vendor != "postgresql" or order.side != Side.BUY
+            or order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)):
+        return False
+    if order.order_type == OrderType.LIMIT:
+        rests_when, threshold, basis = ">", order.limit_price, order.limit_price  # a buy limit at or above the quote fills
+    elif order.order_type == OrderType.STOP:
+        # Not triggered: quote < stop, so max(stop, quote) of _buy_price_basis is the stop.
+        rests_when, threshold = "<", order.stop_price
+        basis = order.stop_limit_price if order.stop_limit_price is not None else order.stop_price
+    else:
+        return False
+    needs = _times(order.qty, basis)
+    order.reserved_cash = needs
+    reserved_field, price_field = SimAccount._meta.get_field("reserved_cash"), SimQuote._meta.get_field("price")
+    params = [
+        SimQuote._meta.get_field("asset_class").get_db_prep_save(str(asset_class), connection),
+        SimQuote._meta.get_field("symbol").get_db_prep_save(order.symbol, connection),
+        reserved_field.get_db_prep_save(needs, connection), order.account_id,
+        reserved_field.get_db_prep_save(needs, connection), price_field.get_db_prep_save(threshold, connection),
+        *(field.get_db_prep_save(getattr(order, field.attname), connection) for field in _ORDER_INSERT_FIELDS)]
+    try:
+        with nullcontext() if transaction.get_autocommit() else transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_resting_sql(rests_when), params)
+            row = cursor.fetchone()
+    except BaseException:
+        order.reserved_cash = ZERO
+        raise
+    if row is None:
+        order.reserved_cash = ZERO
+        return False
+    order.pk = row[0]
+    order._state.adding, order._state.db = False, connection.alias
+    return True
+
+
 def _price_locked_for_placement(asset_class: str, symbol: str) -> Decimal | None:
     """The quote's price, its row locked until the end of the transaction against set_quote (which
     takes FOR UPDATE) but not against other placements (FOR SHARE). Other databases: FOR UPDATE
-    where they have it (SQLite serializes writers anyway)."""
+    where they have it (SQLite: _Book.for_placement reads it with the account instead)."""
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(SimQuote._meta.db_table)
         with connection.cursor() as cursor:
@@ -357,14 +468,51 @@ def _opposite(side: str) -> Side:
 class _Book:
     """One account's book inside one transaction, its SimAccount row locked."""
 
-    def __init__(self, account: SimAccount, asset_class: str | None = None):
+    def __init__(self, account: SimAccount, asset_class: str | None = None, now=None):
         self.account = account
-        self.now = timezone.now()
+        self.now = now if now is not None else timezone.now()
         self._asset_class: AssetClass | None = AssetClass(asset_class) if asset_class is not None else None
 
     @classmethod
-    def lock(cls, account_id: int, asset_class: str | None = None) -> _Book:
-        return cls(SimAccount.objects.select_for_update().get(pk=account_id), asset_class)
+    def lock(cls, account_id: int, asset_class: str | None = None, now=None) -> _Book:
+        return cls(SimAccount.objects.select_for_update().get(pk=account_id), asset_class, now)
+
+    @classmethod
+    def for_placement(cls, order: SimOrder, *, asset_class: AssetClass) -> tuple[Decimal, _Book]:
+        """The quote's price, locked against set_quote, and the book of the order's account with the
+        order's reservation made (a buy's cash written to the account, a sell's shares to its
+        position); or the refusal raised (no quote, funds, no shorting).
+
+        The quote row first, then the account (set_quote locks in the same order): a placement and
+        a new quote of its symbol are serialized, so the new quote never misses the new order.
+        Placements share the quote's lock among themselves (FOR SHARE): they only read it, and every
+        account's placements of one symbol must not queue behind each other. A buy on PostgreSQL
+        locks its account by the reservation's conditional UPDATE; when that matches no row, the
+        account is locked and read, and the refusal worded from it (or, if a release came in
+        between, the reservation made on the locked row).
+        """
+        now = order.submitted_at
+        if connection.vendor == "sqlite":
+            # No row locks: the IMMEDIATE transaction already holds the database's writer lock, so
+            # the quote and the account are one read, and the reservation is checked in Python
+            # (SQLite would compare the decimals as floats).
+            price, account = _price_and_account(asset_class, order.symbol, order.account_id)
+            book = cls(account, asset_class, now)
+        else:
+            price, book = _price_locked_for_placement(asset_class, order.symbol), None
+        if price is None:
+            raise BrokerRejected(f"no simulator quote for {order.symbol}; set one with manage.py sim_quote")
+        if book is None and order.side == Side.BUY and connection.vendor == "postgresql":
+            needs = _times(order.qty, cls._buy_price_basis(order, price))
+            account = _reserve_cash(order.account_id, needs)
+            if account is not None:
+                order.reserved_cash, order.account = needs, account
+                return price, cls(account, asset_class, now)
+        if book is None:
+            book = cls.lock(order.account_id, asset_class, now)
+        order.account = book.account
+        book._reserve_for_placement(order, price)
+        return price, book
 
     @property
     def asset_class(self) -> AssetClass:
@@ -374,23 +522,9 @@ class _Book:
 
     # placement
 
-    def place(self, request: OrderRequest, price: Decimal) -> SimOrder:
-        bracket = request.bracket
-        order = SimOrder(
-            account=self.account, broker_order_id=f"sim-{uuid.uuid4().hex}", broker_client_id=request.broker_client_id,
-            symbol=request.symbol, side=request.side, order_type=request.order_type,
-            time_in_force=request.time_in_force, qty=request.qty,
-            limit_price=request.limit_price if request.order_type == OrderType.LIMIT else None,
-            stop_price=request.stop_price if request.order_type == OrderType.STOP else None,
-            stop_limit_price=request.stop_limit_price if request.order_type == OrderType.STOP else None,
-            take_profit=bracket.take_profit if bracket else None, stop_loss=bracket.stop_loss if bracket else None,
-            stop_loss_limit=bracket.stop_loss_limit if bracket else None,
-            status=OrderStatus.ACCEPTED, submitted_at=self.now, updated_at=self.now)
-        if order.order_type != OrderType.MARKET and order.time_in_force == TimeInForce.DAY:
-            order.expires_at = session_close(self.asset_class, self.now)
-        self._reserve_for_placement(order, price)
-        order.save()
-        self.account.save(update_fields=["reserved_cash"])
+    def place(self, order: SimOrder, price: Decimal) -> SimOrder:
+        """Insert a new order (_new_order) whose reservation for_placement made, then match it."""
+        order.save(force_insert=True)
         # The new row is this transaction's own (no other can see it, let alone lock it): match this
         # very instance, which then holds every change the match makes.
         self.match(order.pk, price, arriving=True, order=order)
@@ -407,6 +541,7 @@ class _Book:
                                         f"{self.account.currency}, order needs {_fmt(needs)}")
             order.reserved_cash = needs
             self.account.reserved_cash += needs
+            self.account.save(update_fields=["reserved_cash"])
             return
         position = self._position(order.symbol)
         held = position.qty if position else ZERO
@@ -590,3 +725,146 @@ class _Book:
 
     def _position(self, symbol: str) -> SimPosition | None:
         return SimPosition.objects.select_for_update().filter(account=self.account, symbol=symbol).first()
+
+
+# --- the hot path's raw statements ---------------------------------------------------------------
+#
+# A placement and an account read are each one or two statements here (bench/README.md: an ORM
+# statement costs ~0.4 ms of CPU, a raw one ~0.05 ms). Table and column names come from the models'
+# _meta, values go through field.get_db_prep_save and come back through the fields' own converters,
+# so these statements read and write what the ORM would (tests/brokers/test_sim_raw_sql.py pins it).
+
+_ACCOUNT_FIELDS = tuple(SimAccount._meta.concrete_fields)
+_POSITION_FIELDS = tuple(SimPosition._meta.concrete_fields)
+_ORDER_INSERT_FIELDS = tuple(f for f in SimOrder._meta.concrete_fields if not f.primary_key)
+# What a snapshot row holds, as the expressions the ORM would have read it with: the account's
+# columns, its next open expiry (a Subquery annotation in account_with_next_expiry), the position's
+# columns, and its quote (a Subquery annotation in holdings()).
+_SNAPSHOT_EXPRESSIONS = (
+    *(f.cached_col for f in _ACCOUNT_FIELDS),
+    Value(None, output_field=SimOrder._meta.get_field("expires_at")),
+    *(f.cached_col for f in _POSITION_FIELDS),
+    Value(None, output_field=SimQuote._meta.get_field("price")),
+)
+_ACCOUNT_EXPRESSIONS = tuple(f.cached_col for f in _ACCOUNT_FIELDS)
+_PRICE_AND_ACCOUNT_EXPRESSIONS = (SimQuote._meta.get_field("price").cached_col, *_ACCOUNT_EXPRESSIONS)
+_SQL: dict[tuple, str] = {}
+_DECODERS: dict[tuple, list] = {}
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _c(model, name: str, alias: str | None = None) -> str:
+    column = _qn(model._meta.get_field(name).column)
+    return f"{alias}.{column}" if alias else column
+
+
+def _t(model) -> str:
+    return _qn(model._meta.db_table)
+
+
+def _decoders(expressions: tuple) -> list:
+    """Per column, the converters the ORM's compiler would apply to it (backend's, then field's);
+    `expressions` is one of the module's constant tuples (the cache is keyed by its identity)."""
+    key = (connection.alias, connection.vendor, id(expressions))
+    found = _DECODERS.get(key)
+    if found is None:
+        found = [(i, e, [*connection.ops.get_db_converters(e), *e.get_db_converters(connection)])
+                 for i, e in enumerate(expressions)]
+        found = _DECODERS[key] = [(i, e, convs) for i, e, convs in found if convs]
+    return found
+
+
+def _decoded(decoders: list, row: tuple) -> list:
+    values = list(row)
+    for i, expression, converters in decoders:
+        for convert in converters:
+            values[i] = convert(values[i], expression, connection)
+    return values
+
+
+def _snapshot_sql(lookup_column: str) -> str:
+    key = ("snapshot", connection.vendor, lookup_column)
+    if key not in _SQL:
+        a, p = "a", "p"
+        account_columns = ", ".join(f"{a}.{_qn(f.column)}" for f in _ACCOUNT_FIELDS)
+        position_columns = ", ".join(f"{p}.{_qn(f.column)}" for f in _POSITION_FIELDS)
+        expires = _c(SimOrder, "expires_at", "o")
+        next_expiry = (f"(SELECT {expires} FROM {_t(SimOrder)} o WHERE {_c(SimOrder, 'account', 'o')} = {a}.{_qn('id')}"
+                       f" AND {_c(SimOrder, 'status', 'o')} IN ({', '.join(['%s'] * len(OPEN))})"
+                       f" AND {expires} IS NOT NULL ORDER BY {expires} ASC LIMIT 1)")
+        quote = (f"(SELECT {_c(SimQuote, 'price', 'q')} FROM {_t(SimQuote)} q WHERE {_c(SimQuote, 'asset_class', 'q')} = %s"
+                 f" AND {_c(SimQuote, 'symbol', 'q')} = {_c(SimPosition, 'symbol', p)} LIMIT 1)")
+        _SQL[key] = (
+            f"SELECT {account_columns}, {next_expiry}, {position_columns}, {quote}"
+            f" FROM {_t(SimAccount)} {a} LEFT JOIN {_t(SimPosition)} {p}"
+            f" ON {_c(SimPosition, 'account', p)} = {a}.{_qn('id')}"
+            f" WHERE {a}.{_qn(lookup_column)} = %s ORDER BY {_c(SimPosition, 'symbol', p)} ASC")
+    return _SQL[key]
+
+
+def _resting_sql(rests_when: str) -> str:
+    """The resting buy's one statement (PostgreSQL), see _place_resting. Parameters: the quote's
+    asset class and symbol, the reservation, the account id, the reservation again, the price the
+    quote must be `rests_when` (> or <) for the order to rest, then the order's _ORDER_INSERT_FIELDS."""
+    key = ("resting", connection.vendor, rests_when)
+    if key not in _SQL:
+        price, reserved, cash, pk = (_c(SimQuote, "price"), _c(SimAccount, "reserved_cash"), _c(SimAccount, "cash"),
+                                     _qn("id"))
+        columns = ", ".join(_qn(f.column) for f in _ORDER_INSERT_FIELDS)
+        # Typed, so that the INSERT … SELECT needs no inference from the target (a NULL parameter under
+        # server-side binding); text without a length, so that too long a value fails as an INSERT would
+        # instead of being cut to the column's length by the cast.
+        values = ", ".join(f"CAST(%s AS {_cast_type(f)})" for f in _ORDER_INSERT_FIELDS)
+        _SQL[key] = (
+            f"WITH quote AS (SELECT {price} FROM {_t(SimQuote)} WHERE {_c(SimQuote, 'asset_class')} = %s"
+            f" AND {_c(SimQuote, 'symbol')} = %s FOR SHARE),"
+            f" reserved AS (UPDATE {_t(SimAccount)} SET {reserved} = {reserved} + %s"
+            f" WHERE {pk} = %s AND {cash} - {reserved} >= %s"
+            f" AND EXISTS (SELECT 1 FROM quote WHERE {price} {rests_when} %s) RETURNING {pk}),"
+            f" placed AS (INSERT INTO {_t(SimOrder)} ({columns}) SELECT {values} FROM reserved RETURNING {pk})"
+            f" SELECT {pk} FROM placed")
+    return _SQL[key]
+
+
+def _cast_type(field) -> str:
+    if field.get_internal_type() == "CharField":
+        return connection.ops.cast_char_field_without_max_length
+    return field.cast_db_type(connection)
+
+
+def _reserve_cash(account_id: int, needs: Decimal) -> SimAccount | None:
+    """PostgreSQL: add needs to the account's reserved cash if its buying power covers it, in one
+    conditional UPDATE that takes the row's lock for the rest of the transaction; the account as
+    updated, or None (funds short)."""
+    key = ("reserve", connection.vendor)
+    if key not in _SQL:
+        reserved, cash = _c(SimAccount, "reserved_cash"), _c(SimAccount, "cash")
+        _SQL[key] = (f"UPDATE {_t(SimAccount)} SET {reserved} = {reserved} + %s WHERE {_qn('id')} = %s"
+                     f" AND {cash} - {reserved} >= %s RETURNING {', '.join(_qn(f.column) for f in _ACCOUNT_FIELDS)}")
+    amount = SimAccount._meta.get_field("reserved_cash").get_db_prep_save(needs, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL[key], [amount, account_id, amount])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return SimAccount.from_db(connection.alias, None, _decoded(_decoders(_ACCOUNT_EXPRESSIONS), row))
+
+
+def _price_and_account(asset_class: str, symbol: str, account_id: int) -> tuple[Decimal | None, SimAccount]:
+    """SQLite, inside the placement's IMMEDIATE transaction: the quote's price and the account, one read."""
+    key = ("price_and_account", connection.vendor)
+    if key not in _SQL:
+        quote = (f"(SELECT {_c(SimQuote, 'price', 'q')} FROM {_t(SimQuote)} q WHERE {_c(SimQuote, 'asset_class', 'q')} = %s"
+                 f" AND {_c(SimQuote, 'symbol', 'q')} = %s)")
+        _SQL[key] = (f"SELECT {quote}, {', '.join('a.' + _qn(f.column) for f in _ACCOUNT_FIELDS)}"
+                     f" FROM {_t(SimAccount)} a WHERE a.{_qn('id')} = %s")
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL[key], [str(asset_class), symbol, account_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise SimAccount.DoesNotExist(f"no simulator account {account_id}")
+    price, *values = _decoded(_decoders(_PRICE_AND_ACCOUNT_EXPRESSIONS), row)
+    return price, SimAccount.from_db(connection.alias, None, values)

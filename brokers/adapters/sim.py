@@ -10,6 +10,10 @@ keeps what it learnt from its last look at the account for at most EXPIRY_RECHEC
 id and when its next open order expires. A call within that window, before that time, skips the
 expiry check (nothing of the account's was due, and nothing placed through this adapter is);
 every other call checks again. The account row itself is read fresh by every account() call.
+
+account() and positions() read the account row, its next open expiry and its holdings (positions
+at their quotes) in one statement (sim_exchange.account_snapshot), so they check the expiry on
+every call at no cost; equity is computed from those holdings as sim_exchange.equity_of does.
 """
 
 from __future__ import annotations
@@ -120,14 +124,18 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
         return _with_legs(found) if found is not None else None
 
     def positions(self) -> list[Position]:
+        _, held = self._snapshot()
         return [Position(symbol=h.position.symbol, qty=h.position.qty, avg_entry_price=h.position.avg_entry_price,
                          current_price=h.price, unrealized_pnl=h.unrealized_pnl,
                          unrealized_pnl_pct=h.unrealized_pnl_pct, currency=self.currency)
-                for h in sim_exchange.holdings(account_id=self._account(), asset_class=self.asset_class)]
+                for h in held]
 
     def account(self) -> Account:
-        account = sim_exchange.roll_day(account=self._fresh_account(), asset_class=self.asset_class)
-        return Account(equity=sim_exchange.equity_of(account=account, asset_class=self.asset_class),
+        read, held = self._snapshot()
+        account = sim_exchange.roll_day(account=read, asset_class=self.asset_class)
+        if account is not read:  # a new UTC day: roll_day read the account again, locked; so are its holdings
+            held = sim_exchange.holdings(account=account, asset_class=self.asset_class)
+        return Account(equity=sim_exchange.equity_from(account.cash, held),
                        buying_power=account.buying_power, cash=account.cash, currency=account.currency,
                        as_of=timezone.now(), last_equity=account.last_equity)
 
@@ -151,18 +159,32 @@ class SimAdapter(UniqueClientIds):  # satisfies BrokerAdapter structurally
     def _fresh_account(self) -> SimAccount:
         """The account row read now (created on first use), its due orders expired first: one query
         when none is due."""
+        return self._fresh(sim_exchange.account_with_next_expiry, lambda found: found)
+
+    def _snapshot(self) -> tuple[SimAccount, list[sim_exchange.Holding]]:
+        """As _fresh_account, with the account's holdings read in the same statement."""
+        def read(**lookup):
+            return sim_exchange.account_snapshot(asset_class=self.asset_class, **lookup)
+        return self._fresh(read, lambda found: found[0])
+
+    def _fresh(self, read, account_of):
+        """read(pk= or connection_id=) now (the account created on first use; None: no account),
+        again after expiring the account's due orders when its next expiry (account_of(found)
+        .next_expiry) has come; what this learnt is kept for _account()."""
         lookup = {"pk": self._account_id} if self._account_id is not None else {"connection_id": self._connection_id}
-        account = sim_exchange.account_with_next_expiry(**lookup)
-        if account is None:
+        found = read(**lookup)
+        if found is None:
             sim_exchange.open_account(connection_id=self._connection_id, currency=self.currency,
                                       starting_cash=self._starting_cash())
-            account = sim_exchange.account_with_next_expiry(connection_id=self._connection_id)
+            found = read(connection_id=self._connection_id)
+        account = account_of(found)
         now = timezone.now()
         if account.next_expiry is not None and account.next_expiry <= now:
             sim_exchange.expire_due(account_id=account.pk)
-            account = sim_exchange.account_with_next_expiry(pk=account.pk)
+            found = read(pk=account.pk)
+            account = account_of(found)
         self._account_id, self._checked_at, self._next_expiry = account.pk, now, account.next_expiry
-        return account
+        return found
 
     def _orders(self):
         """The account's orders as placed; bracket legs are shown nested in their parent."""
