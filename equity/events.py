@@ -154,9 +154,10 @@ def _state_and_audit_in_one_statement(connection, order: Order, names: list[str]
         f"WHERE {sc('user')} = %s AND {sc('active')} AND ({sc('events')} @> '[\"*\"]'::jsonb "
         f"OR {sc('events')} @> jsonb_build_array(%s::text)) RETURNING {qn(delivery.pk.column)} AS id)")
     values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in fields]
-    params = [order.user_id, *values, order.pk, *guard_params, audit.chain_key,
+    user_id = order_sql.db_value(EventStream, "user", order.user_id, instance=order)
+    params = [user_id, *values, order.pk, *guard_params, audit.chain_key,
               *[f.get_db_prep_save(f.pre_save(event, True), connection) for f in ev_fields],
-              str(DeliveryStatus.PENDING), event.created_at, event.created_at, order.user_id, event.type]
+              str(DeliveryStatus.PENDING), event.created_at, event.created_at, user_id, event.type]
     row = audit_sql.append_event_after(
         connection, audit.event, chain_key=audit.chain_key, content_json=audit.content_json, before=before,
         before_params=params, gate="ev", extra_select="ev.id, (SELECT array_agg(id) FROM d)", extra_from="ev")
@@ -191,7 +192,7 @@ def _bump_stream(user_id) -> bool:
     with connections[router.db_for_write(EventStream)].cursor() as cursor:
         cursor.execute(f"UPDATE {order_sql.table(EventStream)} SET {order_sql.column(EventStream, 'writes')} = "
                        f"{order_sql.column(EventStream, 'writes')} + 1 WHERE {order_sql.column(EventStream, 'user')} = %s",
-                       [user_id])
+                       [order_sql.db_value(EventStream, "user", user_id)])  # a host's UUID key as its column holds it
         return cursor.rowcount > 0
 
 
@@ -219,7 +220,8 @@ def _emit(order: Order) -> OrderEvent:
     event = OrderEvent(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
                        data=order_data(order), created_at=now)
     # One round trip: the event, and whether the user has an active subscription at all (rarely).
-    subscribed = order_sql.insert_row(event, also=_any_subscription_sql(), also_params=[order.user_id])
+    subscribed = order_sql.insert_row(event, also=_any_subscription_sql(),
+                                      also_params=[order_sql.db_value(WebhookSubscription, "user", order.user_id)])
     if not subscribed:
         return event
     subscriptions = [s for s in WebhookSubscription.objects.filter(user_id=order.user_id, active=True)
