@@ -334,9 +334,9 @@ def _place_resting(order: SimOrder, asset_class: AssetClass) -> bool:
     when it wrote nothing (another database, an order this path does not take, no quote, the quote
     marketable or past the stop, funds short), and the full path is to decide.
 
-    The statement (_resting_sql) locks the quote FOR SHARE first (a one-time filter of the UPDATE,
-    so before the account), then reserves by a conditional UPDATE of the account, then inserts the
-    order: the module's lock order, in autocommit a transaction of its own, so a unique violation
+    The statement (_resting_sql) locks the quote FOR SHARE first (the UPDATE's condition on it is an
+    InitPlan, evaluated before the UPDATE locks its row), then reserves by a conditional UPDATE of
+    the account, then inserts the order from the UPDATE's row: the module's lock order, in autocommit a transaction of its own, so a unique violation
     (a repeated broker_client_id) rolls the reservation back with it. Inside a caller's transaction
     a savepoint keeps that transaction usable for the lookup that follows the IntegrityError.
     """

@@ -311,7 +311,7 @@ def test_a_resting_buy_without_a_quote_falls_back_to_todays_error(sim):
 
 def test_a_resting_buy_under_a_repeated_client_id_returns_the_first_order_and_reserves_once(sim):
     first = sim.place_order(limit("95", broker_client_id="attempt-1"))
-    again, sql = place_counted(sim, limit("95", broker_client_id="attempt-1"))
+    again = sim.place_order(limit("95", broker_client_id="attempt-1"))
     assert again.broker_order_id == first.broker_order_id
     assert SimOrder.objects.count() == 1 and sim.account().buying_power == 10000 - 95
 
