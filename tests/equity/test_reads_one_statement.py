@@ -54,3 +54,27 @@ def test_the_total_is_exact_past_the_last_page_and_after_a_refresh(api_client, s
         assert body["total"] == rows.count() == (5 if status is None else body["total"])
         assert {o["status"] for o in body["items"]} <= set(groups.get(status, ["filled"]))
     assert api_client.get("/api/equity/orders", {**Q, "status": "filled"}).json()["total"] == 5
+
+
+def test_the_tally_subquery_reads_the_models_columns_and_sums_what_the_orm_sums(api_client, user, sim_crypto):
+    from django.db import connection
+    from django.db.models import Sum
+
+    from equity.models import OrderTally
+    from equity.selectors import STATUS_GROUPS, tally_total_sql
+
+    place(api_client, crypto_limit())
+    OrderFactory(user=user, connection=sim_crypto, status="filled")
+    OrderFactory(user=user, connection=sim_crypto, status="canceled", environment="live")
+    qn = connection.ops.quote_name
+    for statuses in (None, STATUS_GROUPS["open"], STATUS_GROUPS["canceled"], STATUS_GROUPS["filled"]):
+        raw = tally_total_sql(user_id=user.pk, asset_class="crypto", environment="paper", statuses=statuses)
+        columns = {f.column for f in OrderTally._meta.fields if f.name in ("user", "asset_class", "environment", "n")}
+        assert all(qn(c) in raw.sql for c in columns) and qn(OrderTally._meta.db_table) in raw.sql
+        assert (qn(OrderTally._meta.get_field("status").column) in raw.sql) == (statuses is not None)
+        rows = OrderTally.objects.filter(user=user, asset_class="crypto", environment="paper")
+        if statuses is not None:
+            rows = rows.filter(status__in=statuses)
+        expected = rows.aggregate(t=Sum("n"))["t"]
+        got = Order.objects.filter(pk=Order.objects.first().pk).annotate(t=raw).values_list("t", flat=True).get()
+        assert got == expected
