@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connections, router, transaction
-from django.db.models import BigIntegerField, Exists, Q, Sum
+from django.db.models import BigIntegerField, Q, Sum
 from django.db.models.expressions import RawSQL
 
-from audit.selectors import owned_order_event, owned_order_events
+from audit.selectors import owned_order_event, owned_order_exists_sql
 from brokers.base import BrokerAdapter
 from brokers.models import BrokerAccount
 from brokers.registry import BotRegistry, build_adapter
@@ -59,7 +59,7 @@ def owned_order(*, user, order_ref: str, asset_class: str, live: bool) -> Order:
     404's detail, as before.
     """
     order = _order_by_ref(user=user, order_ref=order_ref, asset_class=asset_class, live=live).annotate(
-        owned=Exists(owned_order_events(user_id=user.pk, order_ref=order_ref))).first()
+        owned=owned_order_exists_sql(user_id=user.pk, order_ref=order_ref)).first()
     if order is not None and order.owned:
         return order
     if owned_order_event(user_id=user.pk, order_ref=order_ref) is None and not _mirrored_leg(
