@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
@@ -27,6 +27,7 @@ from rest_framework.views import set_rollback
 from brokers.conf import conf
 from brokers.errors import DomainError, ServiceUnavailable
 from brokers.parsers import BoundedJSONParser
+from brokers.renderers import OrjsonJSONRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ class AppViewPolicy:
     """
 
     permission_classes = [IsAuthenticated]
-    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    # DRF's JSON output, encoded by orjson (brokers.renderers); the browsable API stays.
+    renderer_classes = [OrjsonJSONRenderer, BrowsableAPIRenderer]
     # JSON only, bounded in size and depth: a 1000-deep body was a RecursionError 500, and a body
     # of any size was read whole. No form or multipart parser stands beside it.
     parser_classes = [BoundedJSONParser]
