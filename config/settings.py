@@ -148,13 +148,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads of runserver write at once (idempotency rows, audit rows): wait for the
     # write lock instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and _bool("DATABASE_SERVER_SIDE_BINDING", True):
-    # Parameters bound by the server, and a statement run a few times on a connection prepared there
-    # (psycopg's prepare_threshold): PostgreSQL parses and plans each hot-path statement once per
-    # connection instead of on every request, and psycopg no longer renders every query with its
-    # values in Python (bench/README.md, issue 17). Off (=0) behind a pooler in transaction mode,
-    # which cannot keep a connection's prepared statements.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True})
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # see STYLE.md rule 4: refusals keep their audit rows
 
 REDIS_URL = _env("REDIS_URL")

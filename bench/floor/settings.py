@@ -31,8 +31,6 @@ MIDDLEWARE = [
 ROOT_URLCONF = "bench.floor.urls"
 WSGI_APPLICATION = "bench.floor.wsgi.application"
 DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
-# The project's database settings, so the two compare on the same footing (config/settings.py).
-DATABASES["default"]["OPTIONS"] = {"server_side_binding": os.environ.get("DATABASE_SERVER_SIDE_BINDING", "1") == "1"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
