@@ -178,3 +178,38 @@ def test_a_users_first_outcome_creates_the_stream_and_the_chain_head_and_writes_
     assert (stored.status, stored.attempt) == ("accepted", "done")
     assert BrokerOrderEvent.objects.filter(client_order_id=order.client_order_id).count() == 1
     assert verify_chain(order.user_id).ok
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_placement_path_works_with_the_parameter_binding_ci_does_not_run(api_client, sim_crypto):
+    """The demo site binds parameters in psycopg (Django's default); a host may bind them on the server
+    (OPTIONS server_side_binding, bench/README.md). The plain statements work with both: this test runs
+    a placement, a replay, the list, the order, a cancel and a refusal with the binding CI does not use."""
+    from tests.equity.helpers import assert_error
+
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    before = options.get("server_side_binding")
+    options["server_side_binding"] = before is not True
+    connection.close()
+    try:
+        with connection.cursor() as cursor:
+            assert (type(cursor.cursor).__name__ == "ServerBindingCursor") is (before is not True)
+        for key in ("bind-1", "bind-2"):  # the second: the stream and the chain head exist (one statement)
+            placed = place(api_client, crypto_limit(client_order_id=key))
+            assert placed.status_code == 201, placed.content
+        assert place(api_client, crypto_limit(client_order_id="bind-2")).status_code == 200
+        order_id = placed.json()["order_id"]
+        listed = api_client.get("/api/equity/orders", {"asset_class": "crypto"}).json()
+        assert listed["total"] == 2 and {o["client_order_id"] for o in listed["items"]} == {"bind-1", "bind-2"}
+        assert api_client.get(f"/api/equity/orders/{order_id}", {"asset_class": "crypto"}).status_code == 200
+        assert api_client.delete(f"/api/equity/orders/{order_id}?asset_class=crypto").status_code == 204
+        assert_error(place(api_client, crypto_limit(client_order_id="bind-3", qty=1000)), 422, "INSUFFICIENT_FUNDS")
+        user_id = Order.objects.get(client_order_id="bind-1").user_id
+        assert verify_chain(user_id).ok
+    finally:
+        if before is None:
+            options.pop("server_side_binding", None)
+        else:
+            options["server_side_binding"] = before
+        connection.close()
