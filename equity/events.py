@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import UTC
+from functools import lru_cache
 
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Q
@@ -127,32 +128,11 @@ def _state_and_audit_in_one_statement(connection, order: Order, names: list[str]
                                       audit: PreparedEvent) -> OrderEvent | None:
     """The one statement of save_order_state_audited (PostgreSQL); None when it wrote nothing of the
     order's (the stream bump aside, which only counts)."""
-    qn = connection.ops.quote_name
     guard, guard_params = _guard_sql(order, str(order.status), order.filled_qty, placed)
     update, fields = order_sql.update_sql(Order, connection.alias, names, guard)
     event = OrderEvent(user_id=order.user_id, order_id=order.pk, type=f"order.{order.status}",
                        data=order_data(order), created_at=timezone.now())
-    ev_fields = [f for f in OrderEvent._meta.concrete_fields if not f.primary_key]
-    subs, delivery = WebhookSubscription._meta, WebhookDelivery._meta
-
-    def sc(name):
-        return f"sub.{qn(subs.get_field(name).column)}"
-
-    before = (
-        f"s AS (UPDATE {order_sql.table(EventStream)} SET {order_sql.column(EventStream, 'writes')} = "
-        f"{order_sql.column(EventStream, 'writes')} + 1 WHERE {order_sql.column(EventStream, 'user')} = %s RETURNING 1), "
-        f"o AS ({update} AND EXISTS (SELECT 1 FROM s) AND {audit_sql.head_exists_sql(connection)} "
-        f"RETURNING {qn(Order._meta.pk.column)}), "
-        f"ev AS (INSERT INTO {qn(OrderEvent._meta.db_table)} ({', '.join(qn(f.column) for f in ev_fields)}) "
-        f"SELECT {', '.join(['%s'] * len(ev_fields))} FROM o RETURNING {qn(OrderEvent._meta.pk.column)} AS id), "
-        # The deliveries of the user's matching subscriptions (WebhookSubscription.matches), with the event.
-        f"d AS (INSERT INTO {qn(delivery.db_table)} ({qn(delivery.get_field('subscription').column)}, "
-        f"{qn(delivery.get_field('event').column)}, {qn(delivery.get_field('status').column)}, "
-        f"{qn(delivery.get_field('attempts').column)}, {qn(delivery.get_field('next_attempt_at').column)}, "
-        f"{qn(delivery.get_field('created_at').column)}) "
-        f"SELECT {sc('id')}, ev.id, %s, 0, %s, %s FROM ev, {qn(subs.db_table)} sub "
-        f"WHERE {sc('user')} = %s AND {sc('active')} AND ({sc('events')} @> '[\"*\"]'::jsonb "
-        f"OR {sc('events')} @> jsonb_build_array(%s::text)) RETURNING {qn(delivery.pk.column)} AS id)")
+    before, ev_fields = _outcome_ctes(connection.alias, update)
     values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in fields]
     user_id = order_sql.db_value(EventStream, "user", order.user_id, instance=order)
     params = [user_id, *values, order.pk, *guard_params, audit.chain_key,
@@ -168,6 +148,38 @@ def _state_and_audit_in_one_statement(connection, order: Order, names: list[str]
     if deliveries:
         transaction.on_commit(lambda: _enqueue_deliveries(list(deliveries)), using=connection.alias)
     return event
+
+
+@lru_cache(maxsize=64)
+def _outcome_ctes(alias: str, update: str) -> tuple[str, tuple]:
+    """The CTEs before the audit row in the outcome's one statement, built once per (database, UPDATE
+    text: its fields and guard), and the OrderEvent fields whose values the `ev` CTE binds."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    ev_fields = tuple(f for f in OrderEvent._meta.concrete_fields if not f.primary_key)
+    subs, delivery = WebhookSubscription._meta, WebhookDelivery._meta
+
+    def sc(name):
+        return f"sub.{qn(subs.get_field(name).column)}"
+
+    def dc(name):
+        return qn(delivery.get_field(name).column)
+
+    writes = order_sql.column(EventStream, "writes")
+    before = (
+        f"s AS (UPDATE {order_sql.table(EventStream)} SET {writes} = {writes} + 1 "
+        f"WHERE {order_sql.column(EventStream, 'user')} = %s RETURNING 1), "
+        f"o AS ({update} AND EXISTS (SELECT 1 FROM s) AND {audit_sql.head_exists_sql(connection)} "
+        f"RETURNING {qn(Order._meta.pk.column)}), "
+        f"ev AS (INSERT INTO {qn(OrderEvent._meta.db_table)} ({', '.join(qn(f.column) for f in ev_fields)}) "
+        f"SELECT {', '.join(['%s'] * len(ev_fields))} FROM o RETURNING {qn(OrderEvent._meta.pk.column)} AS id), "
+        # The deliveries of the user's matching subscriptions (WebhookSubscription.matches), with the event.
+        f"d AS (INSERT INTO {qn(delivery.db_table)} ({dc('subscription')}, {dc('event')}, {dc('status')}, "
+        f"{dc('attempts')}, {dc('next_attempt_at')}, {dc('created_at')}) "
+        f"SELECT {sc('id')}, ev.id, %s, 0, %s, %s FROM ev, {qn(subs.db_table)} sub "
+        f"WHERE {sc('user')} = %s AND {sc('active')} AND ({sc('events')} @> '[\"*\"]'::jsonb "
+        f"OR {sc('events')} @> jsonb_build_array(%s::text)) RETURNING {qn(delivery.pk.column)} AS id)")
+    return before, ev_fields
 
 
 def _guard_sql(order: Order, status: str, filled, placed: bool) -> tuple[str, list]:
